@@ -1,0 +1,49 @@
+"""Spec -> rendering context: the only thing templates see."""
+
+from __future__ import annotations
+
+from scaffold import __version__
+from scaffold.spec import OPTIONS, ProjectSpec, config_fields
+
+# How each model's generated tests keep to a few seconds on a CPU: Config overrides, the
+# steps in which the validation loss must fall below loss_ratio of its start, and the
+# length of the exact-resume run (cut in half, mid-epoch).
+TEST_PROFILES = {
+    "mlp": dict(tiny_overrides={"num_samples": 512}, tiny_steps=60, loss_ratio=0.7, resume_steps=18),
+}
+
+
+def command_line(spec: ProjectSpec) -> str:
+    """The `dlgen new` command that makes this project, with the non-default options."""
+    parts = ["dlgen new", spec.name]
+    for o in OPTIONS:
+        value = getattr(spec, o.name)
+        if value != o.default:
+            parts.append(o.flag if value is True else f"--no-{o.name}" if value is False else f"{o.flag} {value}")
+    return " ".join(parts)
+
+
+def build_context(spec: ProjectSpec) -> dict:
+    """Everything a template may use, derived from the validated spec alone."""
+    fields = config_fields(spec)
+    ctx = dict(spec.answers())
+    ctx.update(
+        name=spec.name,
+        pkg=spec.package,
+        dlgen_version=__version__,
+        config_fields=fields,
+        field_names={f.name for f in fields},
+        command=command_line(spec),
+        is_lm=spec.model == "gpt",
+        classification=spec.model != "gpt" and spec.task == "classification",
+        regression=spec.model != "gpt" and spec.task == "regression",
+        # The data file format each model reads, named once for the README, the CLI help and data.py.
+        data_format={
+            "mlp": "a CSV file with a header row, numeric feature columns and a target column",
+            "cnn": "a folder with one sub-folder of images per class, or a .npz with x (N, C, H, W) and y (N)",
+            "transformer": "a TSV file of label<TAB>text lines",
+            "gpt": "a plain UTF-8 text file",
+        }[spec.model],
+    )
+    ctx.update(TEST_PROFILES[spec.model])
+    return ctx

@@ -1,0 +1,21 @@
+"""Formatting. The templates render black-stable code (the test suite proves it for every
+option combination), so black, slow to import, only runs on a file where a user-supplied
+value such as a long project name pushed a line past black's limit."""
+
+from __future__ import annotations
+
+LINE_LENGTH = 88
+
+
+def needs_black(text: str) -> bool:
+    return any(len(line) > LINE_LENGTH for line in text.splitlines())
+
+
+def format_files(files: dict[str, str]) -> dict[str, str]:
+    out = dict(files)
+    for rel, text in files.items():
+        if rel.endswith(".py") and needs_black(text):
+            import black  # lazy: costs about 0.35 s
+
+            out[rel] = black.format_str(text, mode=black.Mode(line_length=LINE_LENGTH))
+    return out

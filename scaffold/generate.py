@@ -1,0 +1,46 @@
+"""The pipeline, in one direction: spec -> context -> render -> format -> write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from scaffold import __version__
+from scaffold.context import build_context
+from scaffold.formatting import format_files
+from scaffold.render import render_project, toml_literal
+from scaffold.spec import ProjectSpec
+from scaffold.write import WriteReport, write_project
+
+STATE_FILE = ".dlgen.toml"
+BASE_FILE = ".dlgen/base.json"
+
+
+def project_state(spec: ProjectSpec, files: dict[str, str]) -> dict[str, str]:
+    """.dlgen.toml (answers, version, hashes) and the pristine files, the base of a later merge."""
+    lines = [
+        "# Written by dlgen. `dlgen update` re-renders the project from these answers and",
+        f"# merges the result three ways, with {BASE_FILE} (the files as generated) as the base.",
+        f"dlgen_version = {toml_literal(__version__)}",
+        f"name = {toml_literal(spec.name)}",
+        f"package = {toml_literal(spec.package)}",
+        "",
+        "[options]",
+        *(f"{k.replace('_', '-')} = {toml_literal(v)}" for k, v in spec.answers().items()),
+        "",
+        "[files]  # sha256 of each file as generated",
+        *(f'"{rel}" = "{hashlib.sha256(t.encode()).hexdigest()}"' for rel, t in sorted(files.items())),
+    ]
+    base = json.dumps(files, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    return {STATE_FILE: "\n".join(lines) + "\n", BASE_FILE: base}
+
+
+def render(spec: ProjectSpec) -> dict[str, str]:
+    """All files of the project, formatted, plus the dlgen state files; no disk writes."""
+    files = format_files(render_project(spec, build_context(spec)))
+    return {**files, **project_state(spec, files)}
+
+
+def generate(spec: ProjectSpec, target: Path, force: bool = False) -> WriteReport:
+    return write_project(target, render(spec), force=force)

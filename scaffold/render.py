@@ -1,0 +1,174 @@
+"""The Jinja environment, comment texts, and rendering of the project tree into memory."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import tomllib
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from scaffold.spec import ProjectSpec, generated_files_claimed
+
+
+def templates_dir() -> Path:
+    """templates/ ships inside the wheel as scaffold/templates; in a checkout it sits beside it."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("dlgen's templates/ folder is missing from this installation")
+
+
+def py_literal(value: object) -> str:
+    """A Python literal for a plain value: user data reaches code only through this filter."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a valid, double-quoted Python literal
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    raise TypeError(f"no Python literal for {type(value).__name__}")
+
+
+def toml_literal(value: object) -> str:
+    """A TOML literal for a plain value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+@lru_cache(maxsize=None)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["py"] = py_literal
+    env.filters["toml"] = toml_literal
+    return env
+
+
+@lru_cache(maxsize=None)
+def comment_texts(lang: str) -> dict[str, dict[str, str]]:
+    with open(templates_dir() / "comments" / f"{lang}.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+# A line holding only `#: id` (a comment) or `"""#: id"""` (a docstring) is replaced by the
+# text of that id in the chosen language: its "brief" always, its "teach" part with --teach.
+MARKER = re.compile(r'^(?P<indent>[ ]*)(?P<doc>""")?#: (?P<id>[a-z0-9_]+)(?P=doc)?$')
+WIDTH = 88
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Wrap at spaces; text with CJK characters may also break between any two of them."""
+    lines: list[str] = []
+    for paragraph in text.strip().split("\n"):
+        if _width(paragraph) == len(paragraph):
+            lines += textwrap.wrap(paragraph, width, break_long_words=False, break_on_hyphens=False) or [""]
+            continue
+        line = ""
+        for token in re.findall(r"[A-Za-z0-9_.,:;()\[\]'`/=<>+\-*@%~#!?\"]+ ?|.", paragraph):
+            if line and _width(line + token.rstrip()) > width:
+                lines.append(line.rstrip())
+                line = token.lstrip()
+            else:
+                line += token
+        lines.append(line.rstrip())
+    return lines
+
+
+def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -> str:
+    texts = comment_texts(lang)
+    out: list[str] = []
+    for line in source.split("\n"):
+        m = MARKER.match(line)
+        if not m:
+            out.append(line)
+            continue
+        key = m["id"]
+        if key not in texts:
+            raise KeyError(f"{where}: no comment text {key!r} in comments/{lang}.toml")
+        entry = texts[key]
+        parts = [entry.get("brief", "")]
+        if teach:
+            parts += [entry.get("teach", ""), entry.get("link", "")]
+        text = "\n".join(p.strip() for p in parts if p.strip()).replace("{pkg}", pkg)
+        if not text:
+            continue
+        indent = m["indent"]
+        if m["doc"]:
+            body = wrap(text, WIDTH - len(indent) - 6)
+            if len(body) == 1:
+                out.append(f'{indent}"""{body[0]}"""')
+            else:
+                out.append(f'{indent}"""{body[0]}')
+                out += [f"{indent}{b}" if b else "" for b in body[1:]]
+                out.append(f'{indent}"""')
+        else:
+            out += [f"{indent}# {b}".rstrip() for b in wrap(text, WIDTH - len(indent) - 2)]
+    return "\n".join(out)
+
+
+def tidy(source: str) -> str:
+    """Strip trailing spaces, collapse runs of blank lines to two, end with one newline."""
+    lines = [line.rstrip() for line in source.split("\n")]
+    out: list[str] = []
+    blanks = 0
+    for line in lines:
+        blanks = blanks + 1 if not line else 0
+        if blanks <= 2:
+            out.append(line)
+    return "\n".join(out).strip("\n") + "\n"
+
+
+def project_templates(spec: ProjectSpec) -> list[tuple[str, str]]:
+    """(template name, output path) of every file the spec asks for, in a stable order."""
+    root = templates_dir() / "project"
+    claimed = generated_files_claimed()
+    pairs = []
+    for path in sorted(root.rglob("*.j2")):
+        rel = path.relative_to(root).as_posix()
+        out = rel.removesuffix(".j2").replace("__pkg__", "{pkg}")
+        if out in claimed:
+            option, values = claimed[out]
+            if getattr(spec, option) not in values:
+                continue
+        pairs.append((f"project/{rel}", out.format(pkg=spec.package)))
+    return pairs
+
+
+def render_template(name: str, context: dict) -> str:
+    text = environment().get_template(name).render(context)
+    if name.endswith(".py.j2"):
+        text = expand_comments(text, context["lang"], context["teach"], context["pkg"], name)
+    return tidy(text)
+
+
+def render_project(spec: ProjectSpec, context: dict) -> dict[str, str]:
+    """Render the whole project into {relative path: text}; nothing touches the disk."""
+    files = {}
+    for name, out in project_templates(spec):
+        text = render_template(name, context)
+        if text.strip():
+            files[out] = text
+    return files

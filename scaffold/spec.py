@@ -1,0 +1,339 @@
+"""The option spec: the single source of every generation option.
+
+CLI flags, validation, `dlgen list`, the rendering context, the test matrix and the
+docs table are all derived from OPTIONS and RULES below. A feature is one entry here
+plus one snippet template.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import re
+import sys
+from dataclasses import dataclass, field, fields
+
+from scaffold.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Option:
+    """One generation option: a choice among values, or an on/off flag (choices=())."""
+
+    name: str
+    help: str
+    default: str | bool
+    choices: tuple[Choice, ...] = ()
+    # Models this option applies to; empty means all. Giving it for another model is an error.
+    models: tuple[str, ...] = ()
+    # Generated files that exist only when this option is on (flags) or has this value.
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def is_flag(self) -> bool:
+        return not self.choices
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(c.value for c in self.choices)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "model",
+        "The network to train.",
+        "mlp",
+        (
+            Choice("mlp", "multi-layer perceptron on tabular features (CSV)"),
+            Choice("cnn", "convolutional image classifier (image folder or .npz)"),
+            Choice("transformer", "transformer encoder over token sequences (TSV)"),
+            Choice("gpt", "decoder-only causal language model (plain text)"),
+        ),
+        files={
+            "mlp": ("{pkg}/predict.py",),
+            "cnn": ("{pkg}/predict.py",),
+            "transformer": ("{pkg}/predict.py",),
+            "gpt": ("{pkg}/sample.py",),
+        },
+    ),
+    Option(
+        "task",
+        "What the model predicts (gpt always predicts the next token).",
+        "classification",
+        (
+            Choice("classification", "cross-entropy over classes, accuracy reported"),
+            Choice("regression", "mean squared error on a standardized target"),
+        ),
+    ),
+    Option(
+        "optimizer",
+        "The optimizer; weight decay never applies to biases or norm weights.",
+        "adamw",
+        (
+            Choice("adamw", "Adam with decoupled weight decay (Loshchilov & Hutter)"),
+            Choice("adam", "Adam (Kingma & Ba)"),
+            Choice("sgd", "SGD with Nesterov momentum"),
+        ),
+    ),
+    Option(
+        "scheduler",
+        "The learning-rate schedule, stepped once per optimizer step.",
+        "warmup-cosine",
+        (
+            Choice("none", "constant learning rate"),
+            Choice("cosine", "cosine annealing to min_lr (CosineAnnealingLR)"),
+            Choice("step", "multiply by gamma every step_size steps (StepLR)"),
+            Choice("warmup-cosine", "linear warm-up, then cosine (LinearLR + CosineAnnealingLR)"),
+            Choice("cosine-restarts", "SGDR: cosine with warm restarts (CosineAnnealingWarmRestarts)"),
+            Choice("onecycle", "one-cycle policy (OneCycleLR)"),
+        ),
+    ),
+    Option(
+        "attention",
+        "How attention is computed (transformer and gpt).",
+        "sdpa",
+        (
+            Choice("sdpa", "fused F.scaled_dot_product_attention"),
+            Choice("manual", "explicit softmax(QK^T/sqrt(d))V, for teaching"),
+        ),
+        models=("transformer", "gpt"),
+    ),
+    Option("teach", "Add explanatory comments that say why, with links.", False),
+    Option(
+        "lang",
+        "Language of comments and docstrings.",
+        "en",
+        (Choice("en", "English"), Choice("zh", "Simplified Chinese (简体中文)")),
+    ),
+)
+
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A combination that is invalid by design: `when(spec)` true means refuse with `message`."""
+
+    when: object
+    message: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        lambda s: s.model == "gpt" and s.task == "regression",
+        "--task regression does not apply to --model gpt: a language model predicts "
+        "the next token; drop --task or pick mlp, cnn or transformer",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """Every answer of one generated project, validated."""
+
+    name: str
+    package: str
+    model: str = "mlp"
+    task: str = "classification"
+    optimizer: str = "adamw"
+    scheduler: str = "warmup-cosine"
+    attention: str = "sdpa"
+    teach: bool = False
+    lang: str = "en"
+
+    def answers(self) -> dict[str, str | bool]:
+        """The options as recorded in .dlgen.toml (name and package excluded)."""
+        return {o.name: getattr(self, o.name) for o in OPTIONS}
+
+
+# The spec and the dataclass must agree field for field.
+assert [f.name for f in fields(ProjectSpec)][2:] == [o.name for o in OPTIONS]
+
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+MAX_NAME = 64
+
+
+def package_name(name: str) -> str:
+    """The Python package for a project name: lower case, '-' becomes '_'."""
+    return name.lower().replace("-", "_")
+
+
+def _suggest_name(name: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower().replace("-", "_")).strip("_")
+    cleaned = cleaned.lstrip("0123456789_") or "project"
+    candidate = cleaned[:MAX_NAME]
+    if keyword.iskeyword(candidate) or candidate in sys.stdlib_module_names or candidate in SHADOWED:
+        candidate = f"my_{candidate}"[:MAX_NAME]
+    return candidate
+
+
+# Modules that every generated project imports; a package of the same name would shadow them.
+SHADOWED = frozenset({"torch", "tqdm", "numpy", "pytest", "test", "tests", "configs", "scripts"})
+
+
+def validate_name(name: str) -> str:
+    """Check a project name and return its package name, or raise SpecError."""
+
+    def refuse(why: str) -> SpecError:
+        return SpecError(f"invalid project name {name!r}: {why}; try {_suggest_name(name)!r}")
+
+    if not name or not name.strip():
+        raise refuse("it is empty")
+    if len(name) > MAX_NAME:
+        raise refuse(f"it is longer than {MAX_NAME} characters")
+    if name[0].isdigit():
+        raise refuse("it starts with a digit")
+    if not NAME_RE.fullmatch(name):
+        if name.startswith("_"):
+            raise refuse("it must start with a letter")
+        raise refuse("use only ASCII letters, digits, '-' and '_'")
+    pkg = package_name(name)
+    if keyword.iskeyword(pkg) or keyword.issoftkeyword(pkg):
+        raise refuse(f"{pkg!r} is a Python keyword")
+    if pkg in sys.stdlib_module_names or pkg in SHADOWED:
+        raise refuse(f"package {pkg!r} would shadow the module of that name")
+    return pkg
+
+
+def _check_choice(option: Option, value: str) -> str:
+    if value in option.values:
+        return value
+    close = difflib.get_close_matches(value, option.values, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SpecError(
+        f"invalid value {value!r} for {option.flag}{hint}; choose one of: {', '.join(option.values)}"
+    )
+
+
+def build_spec(name: str, **given: str | bool | None) -> ProjectSpec:
+    """Validate a project name and the options given; None means "not given, use the default"."""
+    unknown = set(given) - set(OPTION_BY_NAME)
+    if unknown:
+        raise SpecError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    package = validate_name(name)
+    model = _check_choice(OPTION_BY_NAME["model"], given.get("model") or "mlp")
+    values: dict[str, str | bool] = {}
+    for option in OPTIONS:
+        value = given.get(option.name)
+        if value is None:
+            values[option.name] = option.default
+            continue
+        if option.models and model not in option.models:
+            raise SpecError(
+                f"{option.flag} applies only to --model {' or '.join(option.models)}, not {model}"
+            )
+        values[option.name] = bool(value) if option.is_flag else _check_choice(option, str(value))
+    spec = ProjectSpec(name=name, package=package, **values)
+    for rule in RULES:
+        if rule.when(spec):
+            raise SpecError(rule.message)
+    return spec
+
+
+def generated_files_claimed() -> dict[str, tuple[str, set[str | bool]]]:
+    """Map each optional file to the option and the values of it that bring the file."""
+    claimed: dict[str, tuple[str, set[str | bool]]] = {}
+    for option in OPTIONS:
+        for value, paths in option.files.items():
+            for path in paths:
+                claimed.setdefault(path, (option.name, set()))[1].add(value)
+    return claimed
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of the generated project's Config dataclass (and of configs/default.toml)."""
+
+    name: str
+    type: str  # "int", "float", "str", "bool", "list[int]" or "list[float]"
+    default: object
+    help: str
+
+
+F = ConfigField
+
+# The generated Config's fields. Keys are (option, value) pairs, or "base" for every project;
+# the fields of the options in force are concatenated in spec order, a later field of the
+# same name overriding the default of an earlier one.
+CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
+    "base": (
+        F("epochs", "int", 5, "passes over the training set (max_steps wins when > 0)"),
+        F("max_steps", "int", 0, "optimizer steps to take; 0 = use epochs"),
+        F("batch_size", "int", 64, "examples per micro-batch"),
+        F("grad_accum_steps", "int", 1, "micro-batches per optimizer step"),
+        F("lr", "float", 1e-3, "peak learning rate"),
+        F("weight_decay", "float", 0.01, "decoupled weight decay (not on biases or norms)"),
+        F("grad_clip", "float", 1.0, "clip the global gradient norm to this; 0 = off"),
+        F("seed", "int", 0, "seeds the data split, the shuffle and the initial weights"),
+        F("device", "str", "auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps"),
+        F("out_dir", "str", "runs/default", "metrics.jsonl and checkpoints/ go here"),
+        F("log_every", "int", 10, "log the training loss every this many steps"),
+        F("eval_every", "int", 100, "evaluate on the validation split every this many steps"),
+        F("save_every", "int", 100, "write checkpoints/last.pt every this many steps"),
+        F("resume", "str", "none", "none, auto (out_dir/checkpoints/last.pt) or a path"),
+        F("init_from", "str", "", "load model weights only from this checkpoint (fine-tune)"),
+        F("data_path", "str", "", "your data file or folder; empty = synthetic data"),
+        F("val_fraction", "float", 0.1, "share of the data held out for validation"),
+    ),
+    ("model", "mlp"): (
+        F("target", "str", "label", "name of the target column in your CSV"),
+        F("input_dim", "int", 20, "features per example (inferred from your CSV)"),
+        F("hidden_dims", "list[int]", [128, 128], "width of each hidden layer"),
+        F("dropout", "float", 0.1, "dropout after each hidden layer"),
+        F("num_samples", "int", 4096, "size of the synthetic data set"),
+    ),
+    ("task", "classification"): (
+        F("num_classes", "int", 4, "number of classes (inferred from your data)"),
+        F("label_smoothing", "float", 0.0, "cross-entropy label smoothing (Szegedy et al.)"),
+    ),
+    ("optimizer", "adamw"): (F("betas", "list[float]", [0.9, 0.999], "Adam's beta1, beta2"),),
+    ("optimizer", "adam"): (
+        F("weight_decay", "float", 0.0, "L2 penalty added to the gradient (not biases, norms)"),
+        F("betas", "list[float]", [0.9, 0.999], "Adam's beta1, beta2"),
+    ),
+    ("optimizer", "sgd"): (
+        F("lr", "float", 0.05, "peak learning rate"),
+        F("weight_decay", "float", 5e-4, "L2 penalty added to the gradient (not biases, norms)"),
+        F("momentum", "float", 0.9, "Nesterov momentum"),
+    ),
+    ("scheduler", "cosine"): (F("min_lr", "float", 0.0, "learning rate at the end"),),
+    ("scheduler", "step"): (
+        F("step_size", "int", -1, "decay every this many steps; -1 = a third of the run"),
+        F("gamma", "float", 0.1, "decay factor"),
+    ),
+    ("scheduler", "warmup-cosine"): (
+        F("warmup_steps", "int", -1, "linear warm-up steps; -1 = 5% of the run"),
+        F("min_lr", "float", 0.0, "learning rate at the end"),
+    ),
+    ("scheduler", "cosine-restarts"): (
+        F("t_0", "int", -1, "steps in the first cycle; -1 = a quarter of the run"),
+        F("t_mult", "int", 1, "each cycle is this many times longer than the last"),
+        F("min_lr", "float", 0.0, "learning rate at the bottom of each cycle"),
+    ),
+    ("scheduler", "onecycle"): (
+        F("pct_start", "float", 0.3, "share of the run spent raising the rate to lr"),
+    ),
+}
+
+
+def config_fields(spec: ProjectSpec) -> list[ConfigField]:
+    """The Config fields of a project: base fields, then each option's, in spec order."""
+    keys: list[str | tuple[str, str]] = ["base"]
+    keys += [(o.name, str(getattr(spec, o.name))) for o in OPTIONS]
+    if spec.model == "gpt":  # a language model has no task of its own
+        keys.remove(("task", spec.task))
+    merged: dict[str, ConfigField] = {}
+    for key in keys:
+        for f in CONFIG_FIELDS.get(key, ()):
+            merged[f.name] = f
+    return list(merged.values())
