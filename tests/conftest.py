@@ -1,0 +1,53 @@
+"""Shared helpers: render projects in memory, write them, and import them in-process."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaffold.generate import generate, render
+from scaffold.spec import build_spec
+
+
+def make_project(root: Path, name: str, **options) -> Path:
+    """Generate a project under root and return its folder."""
+    target = root / name
+    generate(build_spec(name, **options), target)
+    return target
+
+
+class ProjectImport:
+    """Import a generated project's modules in this interpreter (torch is imported once per
+    test worker), then forget them so the next project of another name starts clean."""
+
+    def __init__(self, path: Path, package: str):
+        self.path, self.package = path, package
+
+    def __enter__(self):
+        sys.path.insert(0, str(self.path))
+        return self
+
+    def module(self, name: str):
+        return importlib.import_module(f"{self.package}.{name}")
+
+    def __exit__(self, *exc):
+        sys.path.remove(str(self.path))
+        for mod in [m for m in sys.modules if m == self.package or m.startswith(self.package + ".")]:
+            del sys.modules[mod]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """project(name, **options) -> ProjectImport of a freshly generated project."""
+
+    def make(name: str, **options) -> ProjectImport:
+        path = make_project(tmp_path, name, **options)
+        return ProjectImport(path, build_spec(name, **options).package)
+
+    return make
+
+
+__all__ = ["make_project", "render", "ProjectImport"]

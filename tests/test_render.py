@@ -1,0 +1,108 @@
+"""Every option combination renders code that is black-stable, ruff-clean and compiles."""
+
+import hashlib
+import subprocess
+import sys
+
+import black
+import jinja2
+import pytest
+
+from scaffold.context import build_context
+from scaffold.generate import render
+from scaffold.matrix import combinations
+from scaffold.render import environment, expand_comments, render_project, wrap
+from scaffold.spec import build_spec
+
+AXES = ("model", "task", "optimizer", "scheduler")
+MODE = black.Mode(line_length=88)
+
+
+def unique_python_files(specs):
+    """{sha: (where, text)} of every distinct .py file, so each is checked once."""
+    seen = {}
+    for spec in specs:
+        for rel, text in render(spec).items():
+            if rel.endswith(".py"):
+                seen.setdefault(hashlib.sha256(text.encode()).hexdigest(), (f"{spec}:{rel}", text))
+    return seen
+
+
+@pytest.fixture(scope="module")
+def matrix_files():
+    specs = list(combinations(AXES, name="proj"))
+    specs += [build_spec("x" * 64, teach=True)]  # a long name runs black at generation time
+    return unique_python_files(specs)
+
+
+def test_matrix_is_black_stable_and_compiles(matrix_files):
+    for where, text in matrix_files.values():
+        compile(text, where, "exec")
+        assert black.format_str(text, mode=MODE) == text, f"not black-stable: {where}"
+
+
+def test_matrix_is_ruff_clean(matrix_files, tmp_path):
+    for i, (_, text) in enumerate(matrix_files.values()):
+        (tmp_path / f"f{i}.py").write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F,E9,B,UP",
+         "--target-version", "py311", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_only_the_code_you_asked_for():
+    plain = render(build_spec("demo", scheduler="none"))
+    assert "lr_scheduler" not in plain["demo/train.py"]
+    assert "scheduler" not in plain["demo/checkpoint.py"]
+    regression = render(build_spec("demo", task="regression"))
+    assert "accuracy" not in regression["demo/train.py"]
+    assert "label_smoothing" not in regression["demo/config.py"]
+    assert "demo/sample.py" not in plain
+
+
+def test_no_deprecated_apis_in_any_combination(matrix_files):
+    banned = ["torch.cuda.amp", "torch.save(model", "-1e9", "CosineAnnealingWarmRestarts(optimizer, T_0=10"]
+    for where, text in matrix_files.values():
+        for needle in banned:
+            assert needle not in text, f"{needle} in {where}"
+        if "torch.load(" in text:
+            assert "weights_only=True" in text, where
+
+
+def test_templates_fail_loudly_on_a_typo():
+    template = environment().from_string("{{ modle }}")
+    with pytest.raises(jinja2.UndefinedError):
+        template.render(build_context(build_spec("demo")))
+
+
+def test_user_values_are_data_not_templates(tmp_path):
+    # A name is validated to an identifier; anything that reaches code goes through |py.
+    spec = build_spec("Jinja-Proj")
+    files = render_project(spec, build_context(spec))
+    assert "from jinja_proj.config import Config" in files["jinja_proj/train.py"]
+    literal = environment().from_string("x = {{ v | py }}").render(v='{{ 7 * 7 }}"; import os')
+    assert literal == 'x = "{{ 7 * 7 }}\\"; import os"'
+
+
+def test_comment_markers_expand_in_each_language():
+    source = "def f():\n    #: grad_accum\n    return 1\n"
+    brief = expand_comments(source, "en", teach=False, pkg="p", where="t")
+    taught = expand_comments(source, "en", teach=True, pkg="p", where="t")
+    assert taught.count("\n    # ") > brief.count("\n    # ") >= 1
+    assert "\n    # Gradients add up" in brief  # indented like the code it explains
+    with pytest.raises(KeyError, match="no comment text"):
+        expand_comments("#: no_such_id\n", "en", teach=False, pkg="p", where="t")
+
+
+def test_wrap_handles_cjk_width():
+    lines = wrap("梯度" * 60, 40)
+    assert all(len(line) * 2 <= 40 for line in lines) and "".join(lines) == "梯度" * 60
+
+
+def test_state_file_records_answers_and_base():
+    files = render(build_spec("demo", optimizer="sgd"))
+    assert 'optimizer = "sgd"' in files[".dlgen.toml"]
+    assert '"demo/train.py" = "' in files[".dlgen.toml"]
+    assert '"demo/train.py"' in files[".dlgen/base.json"]
