@@ -10,6 +10,30 @@ from scaffold.spec import OPTIONS, ProjectSpec, config_fields
 # length of the exact-resume run (cut in half, mid-epoch).
 TEST_PROFILES = {
     "mlp": dict(tiny_overrides={"num_samples": 512}, tiny_steps=60, loss_ratio=0.7, resume_steps=18),
+    "cnn": dict(
+        tiny_overrides={"num_samples": 512, "channels": [8, 16], "image_size": 16},
+        tiny_steps=60,
+        loss_ratio=0.8,
+        resume_steps=18,
+    ),
+    "transformer": dict(
+        tiny_overrides={
+            "num_samples": 512, "d_model": 32, "d_ff": 64, "n_layers": 1, "seq_len": 16,
+            "lr": 3e-3,
+        },
+        tiny_steps=80,
+        loss_ratio=0.8,
+        resume_steps=18,
+    ),
+    "gpt": dict(
+        tiny_overrides={
+            "corpus_chars": 4000, "d_model": 32, "d_ff": 64, "n_layers": 1, "seq_len": 16,
+            "batch_size": 16, "lr": 3e-3,
+        },
+        tiny_steps=80,
+        loss_ratio=0.8,
+        resume_steps=18,
+    ),
 }
 
 
@@ -32,7 +56,7 @@ def build_context(spec: ProjectSpec) -> dict:
         pkg=spec.package,
         dlgen_version=__version__,
         config_fields=fields,
-        field_names={f.name for f in fields},
+        has_list_fields=any(f.type.startswith("list") for f in fields),
         command=command_line(spec),
         is_lm=spec.model == "gpt",
         classification=spec.model != "gpt" and spec.task == "classification",

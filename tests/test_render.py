@@ -1,6 +1,8 @@
 """Every option combination renders code that is black-stable, ruff-clean and compiles."""
 
+import ast
 import hashlib
+import re
 import subprocess
 import sys
 
@@ -12,10 +14,21 @@ from scaffold.context import build_context
 from scaffold.generate import render
 from scaffold.matrix import combinations
 from scaffold.render import environment, expand_comments, render_project, wrap
-from scaffold.spec import build_spec
+from scaffold.spec import OPTION_BY_NAME, build_spec
 
 AXES = ("model", "task", "optimizer", "scheduler")
 MODE = black.Mode(line_length=88)
+
+
+def code_only(source: str) -> str:
+    """The source without comments and docstrings."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                body[0] = ast.Pass()
+    return ast.unparse(tree)
 
 
 def unique_python_files(specs):
@@ -30,14 +43,22 @@ def unique_python_files(specs):
 
 @pytest.fixture(scope="module")
 def matrix_files():
+    """Every model x task x optimizer x scheduler; teach, lang and attention cycle through."""
     specs = list(combinations(AXES, name="proj"))
     specs += [build_spec("x" * 64, teach=True)]  # a long name runs black at generation time
     return unique_python_files(specs)
 
 
+@pytest.mark.slow
 def test_matrix_is_black_stable_and_compiles(matrix_files):
     for where, text in matrix_files.values():
         compile(text, where, "exec")
+        assert black.format_str(text, mode=MODE) == text, f"not black-stable: {where}"
+
+
+@pytest.mark.parametrize("model", OPTION_BY_NAME["model"].values)
+def test_each_model_is_black_stable(model):
+    for where, text in unique_python_files([build_spec("proj", model=model)]).values():
         assert black.format_str(text, mode=MODE) == text, f"not black-stable: {where}"
 
 
@@ -65,8 +86,9 @@ def test_only_the_code_you_asked_for():
 def test_no_deprecated_apis_in_any_combination(matrix_files):
     banned = ["torch.cuda.amp", "torch.save(model", "-1e9", "CosineAnnealingWarmRestarts(optimizer, T_0=10"]
     for where, text in matrix_files.values():
+        code = code_only(text)
         for needle in banned:
-            assert needle not in text, f"{needle} in {where}"
+            assert needle not in code, f"{needle} in {where}"
         if "torch.load(" in text:
             assert "weights_only=True" in text, where
 
@@ -94,6 +116,17 @@ def test_comment_markers_expand_in_each_language():
     assert "\n    # Gradients add up" in brief  # indented like the code it explains
     with pytest.raises(KeyError, match="no comment text"):
         expand_comments("#: no_such_id\n", "en", teach=False, pkg="p", where="t")
+
+
+def test_code_is_identical_across_languages():
+    for model in OPTION_BY_NAME["model"].values:
+        en = render(build_spec("proj", model=model, teach=True, lang="en"))
+        zh = render(build_spec("proj", model=model, teach=True, lang="zh"))
+        for rel, text in en.items():
+            if rel.endswith(".py"):
+                assert code_only(text) == code_only(zh[rel]), rel
+                assert not re.search(r"[\u4e00-\u9fff]", text), rel
+                assert re.search(r"[\u4e00-\u9fff]", zh[rel]), rel
 
 
 def test_wrap_handles_cjk_width():
