@@ -11,6 +11,7 @@ import jinja2
 import pytest
 
 from scaffold.context import build_context
+from scaffold.formatting import needs_black
 from scaffold.generate import render
 from scaffold.matrix import combinations
 from scaffold.render import environment, expand_comments, render_project, wrap
@@ -54,6 +55,13 @@ def test_matrix_is_black_stable_and_compiles(matrix_files):
     for where, text in matrix_files.values():
         compile(text, where, "exec")
         assert black.format_str(text, mode=MODE) == text, f"not black-stable: {where}"
+
+
+def test_templates_render_black_stable_code_without_black():
+    """Generation never imports black for an ordinary name: no rendered line is too long."""
+    for spec in combinations(AXES, name="proj"):
+        for rel, text in render_project(spec, build_context(spec)).items():
+            assert not (rel.endswith(".py") and needs_black(text)), f"{spec}: {rel}"
 
 
 @pytest.mark.parametrize("model", OPTION_BY_NAME["model"].values)
