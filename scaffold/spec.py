@@ -108,6 +108,14 @@ OPTIONS: tuple[Option, ...] = (
         ),
         models=("transformer", "gpt"),
     ),
+    Option("amp", "Mixed precision: bf16 or fp16 autocast, GradScaler for fp16.", False),
+    Option(
+        "grad_checkpointing",
+        "Recompute each block's activations during backward: less memory, more compute.",
+        False,
+    ),
+    Option("compile", "torch.compile the model, in place, so checkpoints stay portable.", False),
+    Option("ema", "Keep an exponential moving average of the weights, evaluated beside them.", False),
     Option("teach", "Add explanatory comments that say why, with links.", False),
     Option(
         "lang",
@@ -148,6 +156,10 @@ class ProjectSpec:
     optimizer: str = "adamw"
     scheduler: str = "warmup-cosine"
     attention: str = "sdpa"
+    amp: bool = False
+    grad_checkpointing: bool = False
+    compile: bool = False
+    ema: bool = False
     teach: bool = False
     lang: str = "en"
 
@@ -331,6 +343,14 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("num_classes", "int", 4, "number of classes (inferred from your data)"),
         F("label_smoothing", "float", 0.0, "cross-entropy label smoothing (Szegedy et al.)"),
     ),
+    ("amp", "True"): (
+        F("precision", "str", "auto", "auto (bf16 or fp16 on CUDA, fp32 elsewhere), bf16, fp16, fp32"),
+    ),
+    ("grad_checkpointing", "True"): (
+        F("grad_checkpointing", "bool", True, "recompute block activations in backward"),
+    ),
+    ("compile", "True"): (F("compile", "bool", True, "torch.compile the model"),),
+    ("ema", "True"): (F("ema_decay", "float", 0.99, "weight of the old average at each step"),),
     ("optimizer", "adamw"): (F("betas", "list[float]", [0.9, 0.999], "Adam's beta1, beta2"),),
     ("optimizer", "adam"): (
         F("weight_decay", "float", 0.0, "L2 penalty added to the gradient (not biases, norms)"),
