@@ -50,7 +50,7 @@ def command_line(spec: ProjectSpec) -> str:
 def build_context(spec: ProjectSpec) -> dict:
     """Everything a template may use, derived from the validated spec alone."""
     fields = config_fields(spec)
-    ctx = dict(spec.answers())
+    ctx = {o.name: getattr(spec, o.name) for o in OPTIONS}
     ctx.update(
         name=spec.name,
         pkg=spec.package,

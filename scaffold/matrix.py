@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterator
 
 from scaffold.errors import SpecError
@@ -29,3 +30,54 @@ def combinations(axes: tuple[str, ...], name: str = "proj") -> Iterator[ProjectS
                 break
             except SpecError:
                 continue
+
+
+def _spec_from(row: dict, name: str) -> ProjectSpec | None:
+    """The spec for a row of values, leaving out options that do not apply to its model."""
+    given = dict(row)
+    for option in OPTIONS:
+        if option.models and given["model"] not in option.models:
+            given[option.name] = None
+    try:
+        return build_spec(name, **given)
+    except SpecError:
+        return None
+
+
+def _pairs(spec: ProjectSpec) -> set:
+    items = [(o.name, getattr(spec, o.name)) for o in OPTIONS]
+    return {(a, b) for i, a in enumerate(items) for b in items[i + 1 :]}
+
+
+def pairwise(name: str = "proj", seed: int = 0, candidates: int = 40) -> list[ProjectSpec]:
+    """A small set of valid specs in which every valid pair of option values appears
+    (greedy, AETG-style: each row is the best of `candidates` random rows)."""
+    rng = random.Random(seed)
+    names = [o.name for o in OPTIONS]
+    all_pairs = {
+        ((a, va), (b, vb))
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        for va in values(a)
+        for vb in values(b)
+    }
+    uncovered, rows = set(all_pairs), []
+    while uncovered:
+        best, gain = None, 0
+        for _ in range(candidates):
+            spec = _spec_from({n: rng.choice(values(n)) for n in names}, name)
+            if spec is not None and len(_pairs(spec) & uncovered) > gain:
+                best, gain = spec, len(_pairs(spec) & uncovered)
+        if best is None:
+            # What is left can't be covered by chance alone; try each pair directly.
+            for pair in sorted(uncovered, key=repr):
+                row = {n: rng.choice(values(n)) for n in names} | dict(pair)
+                spec = _spec_from(row, name)
+                if spec is not None and pair in _pairs(spec):
+                    best = spec
+                    break
+            if best is None:
+                break  # the remaining pairs are invalid by design (e.g. gpt + regression)
+        uncovered -= _pairs(best)
+        rows.append(best)
+    return rows

@@ -164,8 +164,13 @@ class ProjectSpec:
     lang: str = "en"
 
     def answers(self) -> dict[str, str | bool]:
-        """The options as recorded in .dlgen.toml (name and package excluded)."""
-        return {o.name: getattr(self, o.name) for o in OPTIONS}
+        """The options that apply to this model, as recorded in .dlgen.toml: build_spec(name,
+        **answers()) gives this spec back."""
+        return {
+            o.name: getattr(self, o.name)
+            for o in OPTIONS
+            if not o.models or self.model in o.models
+        }
 
 
 # The spec and the dataclass must agree field for field.

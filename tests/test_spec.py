@@ -66,3 +66,10 @@ def test_config_fields_follow_the_options():
     sgd = {f.name: f for f in config_fields(build_spec("demo", optimizer="sgd"))}
     assert sgd["lr"].default == 0.05 and "betas" not in sgd
     assert "label_smoothing" not in [f.name for f in config_fields(build_spec("d", task="regression"))]
+
+
+def test_answers_rebuild_the_same_spec():
+    for options in ({}, {"model": "gpt", "attention": "manual", "amp": True}, {"model": "cnn"}):
+        spec = build_spec("demo", **options)
+        assert build_spec("demo", **spec.answers()) == spec
+    assert "attention" not in build_spec("demo", model="mlp").answers()
