@@ -17,6 +17,7 @@ from scaffold.spec import OPTIONS, config_fields, build_spec
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Generate a standalone, modern PyTorch training project that you own.",
 )
 

@@ -1,0 +1,191 @@
+"""Generated projects treat mistakes, faults and interruptions as normal: a clear error,
+and nothing lost or half-written."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import make_project
+
+torch = pytest.importorskip("torch")
+
+
+def run_main(p, module, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        p.module(module).main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--lrr", "0.1"], "unknown field 'lrr' (did you mean 'lr'?)"),
+        (["--batch-size", "ten"], "argument --batch-size: invalid int value"),
+        (["--lr", "0"], "lr must be > 0"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--max-steps", "-1"], "max_steps must be >= 0"),
+    ],
+)
+def test_config_errors_exit_2_before_training(project, tmp_path, capsys, argv, needle):
+    with project("cfgerr") as p:
+        code, err = run_main(p, "train", argv + ["--out-dir", str(tmp_path)], capsys)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_config_file_errors(project, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('lr = "fast"\n')
+    typo = tmp_path / "typo.toml"
+    typo.write_text("epohcs = 3\n")
+    with project("cfgfile") as p:
+        assert "lr must be float" in run_main(p, "train", ["--config", str(bad)], capsys)[1]
+        assert "did you mean 'epochs'" in run_main(p, "train", ["--config", str(typo)], capsys)[1]
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "no data file at"),
+        ("a,b,label\n", "has no data rows"),
+        ("a,b,label\n1,x,0\n", "column 'b' is not a number"),
+        ("a,b\n1,2\n", "has no target column 'label'"),
+        ("a,b,label\n1,2,0\n3,4,1\n", "fewer than one batch"),
+    ],
+)
+def test_data_errors_are_one_clear_line(project, tmp_path, capsys, content, needle):
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_text(content)
+    with project("dataerr") as p:
+        code, err = run_main(p, "train", ["--data-path", str(path), "--out-dir", str(tmp_path)],
+                             capsys)
+    assert code != 0 and needle in err and err.count("\n") == 1, err
+
+
+def test_text_too_short_for_seq_len(project, tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text("hello")
+    with project("shorttext", model="gpt") as p:
+        code, err = run_main(p, "train", ["--data-path", str(tmp_path / "tiny.txt")], capsys)
+    assert code != 0 and "too short for seq_len" in err
+
+
+def test_damaged_checkpoints(project, tmp_path, capsys):
+    with project("ckerr") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        cfg = Config(out_dir=str(tmp_path), device="cpu", max_steps=20, save_every=10,
+                     num_samples=256)
+        train(cfg)
+        last = tmp_path / "checkpoints/last.pt"
+        last.write_bytes(last.read_bytes()[:100])  # truncated, as by a full disk
+        ckpt_mod = p.module("checkpoint")
+        with pytest.raises(ckpt_mod.CheckpointError, match="not a readable checkpoint"):
+            ckpt_mod.load_checkpoint(last)
+        assert ckpt_mod.latest_checkpoint(last)["step"] == 10  # falls back to last.prev.pt
+        code, err = run_main(p, "train", ["--resume", str(tmp_path / "nope.pt")], capsys)
+        assert code != 0 and "no checkpoint at" in err
+        # A checkpoint of another architecture names what differs.
+        other = Config(out_dir=str(tmp_path / "b"), device="cpu", resume=str(tmp_path / "checkpoints/best.pt"),
+                       hidden_dims=[32], num_samples=256)
+        with pytest.raises(ckpt_mod.CheckpointError, match="different model config.*shapes differ"):
+            train(other)
+
+
+def test_nan_loss_stops_and_keeps_the_good_checkpoint(project, tmp_path):
+    with project("nanproj") as p:
+        train_mod = p.module("train")
+        real = train_mod.loss_fn
+        calls = []
+
+        def poisoned(cfg, output, target):
+            calls.append(1)
+            loss = real(cfg, output, target)
+            return loss * float("nan") if len(calls) == 15 else loss
+
+        train_mod.loss_fn = poisoned
+        try:
+            cfg = p.module("config").Config(out_dir=str(tmp_path), device="cpu", max_steps=30,
+                                            save_every=5, eval_every=100, num_samples=256)
+            # call 15 = one evaluation at step 0, then step 14
+            with pytest.raises(FloatingPointError, match="at step 14"):
+                train_mod.train(cfg)
+        finally:
+            train_mod.loss_fn = real
+        ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "checkpoints/last.pt")
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_ctrl_c_saves_and_exits_130_then_resumes_exactly(project, tmp_path):
+    with project("sigint") as p:
+        Config, train_mod = p.module("config").Config, p.module("train")
+        base = dict(device="cpu", max_steps=24, save_every=100, eval_every=8, num_samples=512)
+        train_mod.train(Config(out_dir=str(tmp_path / "full"), **base))
+        real, calls = train_mod.loss_fn, []
+
+        def interrupt(cfg, output, target):
+            calls.append(1)
+            if len(calls) == 11:  # evaluations at steps 0 and 8, so: during step 9
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(cfg, output, target)
+
+        train_mod.loss_fn = interrupt
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                train_mod.train(Config(out_dir=str(tmp_path / "cut"), **base))
+        finally:
+            train_mod.loss_fn = real
+        assert exit_info.value.code == 130
+        ckpt_mod = p.module("checkpoint")
+        assert ckpt_mod.load_checkpoint(tmp_path / "cut/checkpoints/last.pt")["step"] == 9
+        train_mod.train(Config(out_dir=str(tmp_path / "cut"), resume="auto", **base))
+        a = ckpt_mod.load_checkpoint(tmp_path / "full/checkpoints/last.pt")["model"]
+        b = ckpt_mod.load_checkpoint(tmp_path / "cut/checkpoints/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_143(tmp_path):
+    root = make_project(tmp_path, "sigterm")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigterm.train", "--max-steps", "100000", "--save-every", "100000",
+         "--device", "cpu"], cwd=root, stderr=subprocess.PIPE, text=True,
+    )
+    metrics = root / "runs/default/metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "continue with --resume auto" in err
+    ckpt = torch.load(root / "runs/default/checkpoints/last.pt", weights_only=True)
+    assert ckpt["step"] > 0
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
+    root = make_project(tmp_path, "killsave")
+    script = (
+        "import torch, sys\n"
+        "from pathlib import Path\n"
+        "from killsave.checkpoint import save_checkpoint\n"
+        "path = Path('ck/last.pt')\n"
+        "save_checkpoint(path, {'step': 1, 'w': torch.ones(3)}, keep_previous=True)\n"
+        "print('saved', flush=True)\n"
+        "save_checkpoint(path, {'step': 2, 'w': torch.zeros(60_000_000)}, keep_previous=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "saved"
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((root / "ck").glob(".last.pt.*.tmp")):
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait()
+    ckpt = torch.load(root / "ck/last.pt", weights_only=True)
+    assert ckpt["step"] == 1 and torch.equal(ckpt["w"], torch.ones(3))
