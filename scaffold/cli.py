@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich truncates long flag names on narrow terminals
     help="Generate a standalone, modern PyTorch training project that you own.",
 )
 
@@ -74,7 +75,8 @@ def _new_signature() -> inspect.Signature:
     P = inspect.Parameter
     params = [
         P("path", P.POSITIONAL_OR_KEYWORD, annotation=Path,
-          default=typer.Argument(..., help="Folder to create; its last part is the project name.")),
+          default=typer.Argument(..., metavar="PATH",
+                                help="Folder to create; its last part is the project name.")),
     ]
     for o in OPTIONS:
         if o.is_flag:

@@ -59,6 +59,11 @@ def build_context(spec: ProjectSpec) -> dict:
         has_list_fields=any(f.type.startswith("list") for f in fields),
         command=command_line(spec),
         is_lm=spec.model == "gpt",
+        distributed=spec.ddp or spec.fsdp,
+        # The attribute that holds each model's repeated blocks (FSDP shards each one).
+        blocks_attr={"mlp": "blocks", "cnn": "stages", "transformer": "layers", "gpt": "blocks"}[
+            spec.model
+        ],
         classification=spec.model != "gpt" and spec.task == "classification",
         regression=spec.model != "gpt" and spec.task == "regression",
         # The data file format each model reads, named once for the README, the CLI help and data.py.

@@ -149,10 +149,8 @@ def project_templates(spec: ProjectSpec) -> list[tuple[str, str]]:
     for path in sorted(root.rglob("*.j2")):
         rel = path.relative_to(root).as_posix()
         out = rel.removesuffix(".j2").replace("__pkg__", "{pkg}")
-        if out in claimed:
-            option, values = claimed[out]
-            if getattr(spec, option) not in values:
-                continue
+        if out in claimed and not any(getattr(spec, o) == v for o, v in claimed[out]):
+            continue
         pairs.append((f"project/{rel}", out.format(pkg=spec.package)))
     return pairs
 

@@ -48,6 +48,8 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+_LAUNCHERS = ("scripts/train_ddp.sh", "scripts/train_multinode.sh", "scripts/slurm.sbatch")
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "model",
@@ -116,6 +118,18 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("compile", "torch.compile the model, in place, so checkpoints stay portable.", False),
     Option("ema", "Keep an exponential moving average of the weights, evaluated beside them.", False),
+    Option(
+        "ddp",
+        "DistributedDataParallel under torchrun (nccl on GPUs, gloo on CPU), with launchers.",
+        False,
+        files={True: _LAUNCHERS},
+    ),
+    Option(
+        "fsdp",
+        "FSDP2 (fully_shard) under torchrun: parameters, gradients and optimizer state sharded.",
+        False,
+        files={True: _LAUNCHERS},
+    ),
     Option("teach", "Add explanatory comments that say why, with links.", False),
     Option(
         "lang",
@@ -137,6 +151,20 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        lambda s: s.ddp and s.fsdp,
+        "--ddp and --fsdp exclude each other: FSDP already replicates the training step on "
+        "every rank; pick one",
+    ),
+    Rule(
+        lambda s: s.fsdp and s.ema,
+        "--ema with --fsdp is not supported: the average would need the full, gathered "
+        "weights on every step; use --ddp for EMA",
+    ),
+    Rule(
+        lambda s: s.fsdp and s.compile,
+        "--compile with --fsdp is not verified by dlgen's test matrix yet; drop one of them",
+    ),
     Rule(
         lambda s: s.model == "gpt" and s.task == "regression",
         "--task regression does not apply to --model gpt: a language model predicts "
@@ -160,6 +188,8 @@ class ProjectSpec:
     grad_checkpointing: bool = False
     compile: bool = False
     ema: bool = False
+    ddp: bool = False
+    fsdp: bool = False
     teach: bool = False
     lang: str = "en"
 
@@ -257,13 +287,13 @@ def build_spec(name: str, **given: str | bool | None) -> ProjectSpec:
     return spec
 
 
-def generated_files_claimed() -> dict[str, tuple[str, set[str | bool]]]:
-    """Map each optional file to the option and the values of it that bring the file."""
-    claimed: dict[str, tuple[str, set[str | bool]]] = {}
+def generated_files_claimed() -> dict[str, list[tuple[str, object]]]:
+    """Map each optional file to the (option, value) pairs that bring it; any one will do."""
+    claimed: dict[str, list[tuple[str, object]]] = {}
     for option in OPTIONS:
         for value, paths in option.files.items():
             for path in paths:
-                claimed.setdefault(path, (option.name, set()))[1].add(value)
+                claimed.setdefault(path, []).append((option.name, value))
     return claimed
 
 
@@ -356,6 +386,12 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
     ),
     ("compile", "True"): (F("compile", "bool", True, "torch.compile the model"),),
     ("ema", "True"): (F("ema_decay", "float", 0.99, "weight of the old average at each step"),),
+    ("ddp", "True"): (
+        F("dist_timeout", "int", 300, "seconds a collective may wait for a peer before failing"),
+    ),
+    ("fsdp", "True"): (
+        F("dist_timeout", "int", 300, "seconds a collective may wait for a peer before failing"),
+    ),
     ("optimizer", "adamw"): (F("betas", "list[float]", [0.9, 0.999], "Adam's beta1, beta2"),),
     ("optimizer", "adam"): (
         F("weight_decay", "float", 0.0, "L2 penalty added to the gradient (not biases, norms)"),

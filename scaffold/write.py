@@ -18,6 +18,13 @@ class WriteReport:
     unchanged: list[str] = field(default_factory=list)
 
 
+def _mode(text: str) -> int:
+    """rw for all but what the umask takes away; scripts (a #! first line) executable too."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if text.startswith("#!") else 0o666) & ~umask
+
+
 def _write_file(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +32,7 @@ def _write_file(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        os.chmod(tmp, _mode(text))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -35,11 +43,14 @@ def _fresh(target: Path, files: dict[str, str], report: WriteReport) -> None:
     """Write everything into a hidden sibling folder, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.dlgen-"))
+    staging.chmod(_mode("#!"))  # mkdtemp makes it private; a project folder is not
     try:
         for rel, text in files.items():
             path = staging / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8", newline="\n")
+            if text.startswith("#!"):
+                path.chmod(_mode(text))
         if target.exists():
             target.rmdir()  # empty, checked by the caller
         os.rename(staging, target)

@@ -1,0 +1,198 @@
+"""--ddp and --fsdp on real engines: torchrun with gloo on CPU. Each launch costs seconds,
+so these tests are few, marked slow, and part of the full run."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+
+TINY = ["--d-model", "32", "--d-ff", "64", "--n-layers", "1", "--seq-len", "16",
+        "--num-samples", "512", "--dropout", "0", "--device", "cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(**extra) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **{k: str(v) for k, v in extra.items()}}
+
+
+def torchrun(root: Path, *args: str, launcher="scripts/train_ddp.sh", timeout=240, **extra):
+    return subprocess.run(["bash", launcher, *args], cwd=root, env=env(**extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+DRIVER = """
+import sys, torch, torch.distributed as dist
+sys.path.insert(0, ".")
+import {pkg}.train as t
+from {pkg}.config import Config
+models = []
+build = t.build_model
+t.build_model = lambda cfg: models.append(build(cfg)) or models[-1]
+t.train(Config(out_dir="runs/ddp", max_steps=12, batch_size=16, eval_every=6, num_samples=512,
+               d_model=32, d_ff=64, n_layers=1, seq_len=16, dropout=0.0, device="cpu"))
+flat = torch.cat([p.detach().flatten() for p in models[0].parameters()])
+everyone = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(everyone, flat)
+assert all(torch.equal(everyone[0], other) for other in everyone), "ranks differ"
+print("ranks identical", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
+    # SGD, not Adam: Adam divides by the gradient's size, so on a parameter whose true
+    # gradient is zero (the key bias) it would turn float noise into full-size steps.
+    root = make_project(tmp_path, "ddpeq", model="transformer", optimizer="sgd", ddp=True)
+    (root / "driver.py").write_text(DRIVER.format(pkg="ddpeq"))
+    result = subprocess.run(
+        ["torchrun", "--standalone", "--nproc-per-node=2", "driver.py"],
+        cwd=root, env=env(), capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("ranks identical") == 2
+    # The same global batch (2 ranks x 16) in one process: the same training, up to float
+    # rounding in how the gradient mean is summed.
+    sys.path.insert(0, str(root))
+    try:
+        from ddpeq.config import Config
+        from ddpeq.train import train
+
+        train(Config(out_dir=str(root / "runs/single"), max_steps=12, batch_size=32,
+                     eval_every=6, num_samples=512, d_model=32, d_ff=64, n_layers=1,
+                     seq_len=16, dropout=0.0, device="cpu"))
+    finally:
+        sys.path.remove(str(root))
+        for m in [m for m in sys.modules if m.startswith("ddpeq")]:
+            del sys.modules[m]
+    ddp = load(root / "runs/ddp/checkpoints/last.pt")["model"]
+    single = load(root / "runs/single/checkpoints/last.pt")["model"]
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path):
+    root = make_project(tmp_path, "fsdpproj", model="gpt", fsdp=True, amp=True,
+                        grad_checkpointing=True)
+    result = torchrun(root, "--max-steps", "20", "--eval-every", "10", "--out-dir", "runs/f",
+                      "--corpus-chars", "4000", *TINY[:8], "--device", "cpu",
+                      NPROC_PER_NODE=2, MAX_RESTARTS=0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (root / "runs/f/metrics.jsonl").read_text().splitlines()
+    assert '"step": 20' in lines[-1]
+    sample = subprocess.run(
+        [sys.executable, "-m", "fsdpproj.sample", "--checkpoint", "runs/f/checkpoints/last.pt",
+         "--prompt", "a", "--max-new-tokens", "10"],
+        cwd=root, env=env(), capture_output=True, text=True, timeout=120,
+    )
+    assert sample.returncode == 0 and len(sample.stdout.strip()) == 11, sample.stderr
+
+
+def test_two_nodes_on_loopback(tmp_path):
+    root = make_project(tmp_path, "twonode", model="mlp", ddp=True)
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            ["bash", "scripts/train_multinode.sh", "--max-steps", "10", "--out-dir", "runs/mn",
+             "--device", "cpu", "--num-samples", "512"],
+            cwd=root, env=env(NNODES=2, NPROC_PER_NODE=1, RDZV_ENDPOINT=endpoint,
+                              RDZV_ID="twonode-test", MAX_RESTARTS=0),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [node.communicate(timeout=240) for node in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert load(root / "runs/mn/checkpoints/last.pt")["step"] == 10
+
+
+def worker_pids(agent: int) -> list[int]:
+    children = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
+    return [int(c) for c in children]
+
+
+def test_killed_worker_restarts_and_resumes_exactly(tmp_path):
+    root = make_project(tmp_path, "elastic", model="mlp", ddp=True)
+    args = ["--max-steps", "150", "--save-every", "20", "--eval-every", "50", "--device", "cpu",
+            "--num-samples", "2048", "--batch-size", "32"]
+    full = torchrun(root, *args, "--out-dir", "runs/full", NPROC_PER_NODE=2, MAX_RESTARTS=0)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    agent = subprocess.Popen(
+        ["torchrun", "--standalone", "--nproc-per-node=2", "--max-restarts=1", "-m",
+         "elastic.train", "--resume", "auto", *args, "--out-dir", "runs/cut"],
+        cwd=root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    last = root / "runs/cut/checkpoints/last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not last.exists():
+        time.sleep(0.05)
+    assert last.exists(), "no checkpoint before the kill"
+    killed_at = load(last)["step"]
+    os.kill(worker_pids(agent.pid)[-1], signal.SIGKILL)
+    _, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0, err[-3000:]
+    assert killed_at < 150 and "resumed from step" in err
+    a, b = load(root / "runs/full/checkpoints/last.pt"), load(last)
+    assert a["step"] == b["step"] == 150
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_sigterm_under_torchrun_saves_and_exits(tmp_path):
+    root = make_project(tmp_path, "preempt", model="mlp", ddp=True)
+    agent = subprocess.Popen(
+        ["torchrun", "--standalone", "--nproc-per-node=2", "-m", "preempt.train",
+         "--max-steps", "100000", "--save-every", "100000", "--device", "cpu",
+         "--out-dir", "runs/p"],
+        cwd=root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = root / "runs/p/metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") > 3):
+        time.sleep(0.05)
+    agent.send_signal(signal.SIGTERM)
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode != 0  # torchrun reports the preemption
+    assert load(root / "runs/p/checkpoints/last.pt")["step"] > 0, err[-2000:]
+
+
+def test_slurm_script_runs_the_right_commands(tmp_path):
+    root = make_project(tmp_path, "slurmy", model="gpt", ddp=True)
+    script = root / "scripts/slurm.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'node7\\nnode8\\n'\n")
+    (bin_dir / "srun").write_text('#!/bin/sh\necho "srun $*"\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(script), "--max-steps", "5"], cwd=root, capture_output=True, text=True,
+        env=env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_NODELIST="node[7-8]",
+                SLURM_JOB_NUM_NODES=2, SLURM_JOB_ID=4242, SLURM_GPUS_ON_NODE=4),
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    for part in ["srun torchrun", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
+                 "--rdzv-endpoint=node7:29500", "--rdzv-id=4242", "-m slurmy.train",
+                 "--resume auto --max-steps 5"]:
+        assert part in line, (part, line)
