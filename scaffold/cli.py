@@ -12,7 +12,7 @@ import typer
 
 from scaffold import __version__
 from scaffold.errors import DlgenError
-from scaffold.spec import OPTIONS, config_fields, build_spec
+from scaffold.spec import OPTIONS, SNIPPETS, build_spec
 
 app = typer.Typer(
     add_completion=False,
@@ -105,9 +105,33 @@ _new.__doc__ = new.__doc__
 app.command("new")(_new)
 
 
+@app.command("snippet")
+def snippet(
+    name: str = typer.Argument(..., metavar="NAME", help="A section: see `dlgen list`."),
+    teach: bool = typer.Option(False, "--teach", help="Add comments that explain why."),
+    lang: str = typer.Option("en", "--lang", metavar="[en|zh]", help="Comment language."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Write to this file instead of printing."
+    ),
+) -> None:
+    """Print a standalone, runnable file for one section of the cheat sheet."""
+    try:
+        from scaffold.generate import snippet as render_snippet
+        from scaffold.write import write_one
+
+        text = render_snippet(name, teach=teach, lang=lang)
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            write_one(output, text)
+            typer.echo(f"wrote {output}; run it with: python {output}")
+    except DlgenError as e:
+        fail(str(e))
+
+
 @app.command("list")
 def list_options(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List every generation option, its values and what each one does."""
+    """List every model, generation option and snippet, with what each one does."""
     data = [
         {
             "option": o.flag,
@@ -118,8 +142,10 @@ def list_options(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         }
         for o in OPTIONS
     ]
+    snippets = [{"name": s.name, "help": s.help} for s in SNIPPETS]
     if as_json:
-        typer.echo(json.dumps({"options": data}, indent=2, ensure_ascii=False))
+        out = {"options": data, "snippets": snippets}
+        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
     for o in OPTIONS:
         scope = f" (only --model {'/'.join(o.models)})" if o.models else ""
@@ -127,6 +153,9 @@ def list_options(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         for c in o.choices:
             mark = "*" if c.value == o.default else " "
             typer.echo(f"  {mark} {c.value:<16} {c.help}")
+    typer.echo("\nsnippets (dlgen snippet NAME [--teach] [--lang zh] [-o FILE]):")
+    for s in SNIPPETS:
+        typer.echo(f"    {s.name:<18} {s.help}")
 
 
 def main() -> None:

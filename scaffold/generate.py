@@ -9,8 +9,8 @@ from pathlib import Path
 from scaffold import __version__
 from scaffold.context import build_context
 from scaffold.formatting import format_files
-from scaffold.render import render_project, toml_literal
-from scaffold.spec import ProjectSpec
+from scaffold.render import render_project, render_snippet, toml_literal
+from scaffold.spec import ProjectSpec, snippet_spec
 from scaffold.write import WriteReport, write_project
 
 STATE_FILE = ".dlgen.toml"
@@ -44,3 +44,10 @@ def render(spec: ProjectSpec) -> dict[str, str]:
 
 def generate(spec: ProjectSpec, target: Path, force: bool = False) -> WriteReport:
     return write_project(target, render(spec), force=force)
+
+
+def snippet(name: str, teach: bool = False, lang: str = "en") -> str:
+    """The standalone file of one cheat-sheet section, from the templates projects use."""
+    _, spec = snippet_spec(name, teach=teach, lang=lang)
+    path = f"{name}.py"
+    return format_files({path: render_snippet(name, build_context(spec))})[path]

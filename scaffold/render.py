@@ -162,6 +162,11 @@ def render_template(name: str, context: dict) -> str:
     return tidy(text)
 
 
+def render_snippet(name: str, context: dict) -> str:
+    """A standalone snippet file: templates/standalone/<name>.py.j2."""
+    return render_template(f"standalone/{name}.py.j2", context)
+
+
 def render_project(spec: ProjectSpec, context: dict) -> dict[str, str]:
     """Render the whole project into {relative path: text}; nothing touches the disk."""
     files = {}

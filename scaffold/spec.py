@@ -433,3 +433,56 @@ def config_fields(spec: ProjectSpec) -> list[ConfigField]:
         for f in CONFIG_FIELDS.get(key, ()):
             merged[f.name] = f
     return list(merged.values())
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A standalone, runnable file for one section of the cheat sheet (`dlgen snippet`)."""
+
+    name: str
+    help: str
+    # The generation options its shared snippet templates are rendered with, so that the
+    # snippet shows exactly the code a project with those options contains.
+    options: dict = field(default_factory=dict)
+
+
+SNIPPETS: tuple[Snippet, ...] = (
+    Snippet("tensors", "create, reshape, index and combine tensors; dtype, device, broadcasting"),
+    Snippet("mlp", "the MLP model (Linear, ReLU, dropout), with a shape check", {"model": "mlp"}),
+    Snippet("cnn", "a CNN with batch norm and a head that fits any image size", {"model": "cnn"}),
+    Snippet("training-loop", "weight-decay groups, accumulation, clipping and evaluation"),
+    Snippet("schedulers", "six learning-rate schedules, each named for what it is"),
+    Snippet("regularization", "dropout, batch norm, weight decay, label smoothing, clipping"),
+    Snippet(
+        "attention",
+        "multi-head attention written out, checked against nn.MultiheadAttention",
+        {"model": "transformer", "attention": "manual"},
+    ),
+    Snippet(
+        "transformer-layer",
+        "a transformer encoder layer, checked against nn.TransformerEncoderLayer",
+        {"model": "transformer"},
+    ),
+    Snippet("amp", "mixed precision with torch.amp: bf16, or fp16 with GradScaler", {"amp": True}),
+    Snippet("ddp", "DistributedDataParallel over 2 local gloo processes", {"ddp": True}),
+    Snippet("save-load", "atomic checkpoints of state dicts, loaded with weights_only=True"),
+    Snippet(
+        "grad-checkpointing",
+        "recompute activations in backward; the demo counts the memory saved",
+        {"grad_checkpointing": True},
+    ),
+)
+
+SNIPPET_BY_NAME = {s.name: s for s in SNIPPETS}
+
+
+def snippet_spec(name: str, teach: bool = False, lang: str = "en") -> tuple[Snippet, ProjectSpec]:
+    """The snippet of that name and the spec its templates render with, or SpecError."""
+    if name not in SNIPPET_BY_NAME:
+        close = difflib.get_close_matches(name, SNIPPET_BY_NAME, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(
+            f"unknown snippet {name!r}{hint}; choose one of: {', '.join(SNIPPET_BY_NAME)}"
+        )
+    snippet = SNIPPET_BY_NAME[name]
+    return snippet, build_spec("snippet", teach=teach, lang=_check_choice(OPTION_BY_NAME["lang"], lang), **snippet.options)

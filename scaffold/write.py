@@ -25,7 +25,7 @@ def _mode(text: str) -> int:
     return (0o777 if text.startswith("#!") else 0o666) & ~umask
 
 
-def _write_file(path: Path, text: str) -> None:
+def write_file(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -72,10 +72,10 @@ def _merge_force(target: Path, files: dict[str, str], report: WriteReport) -> No
                 report.unchanged.append(rel)
                 continue
             shutil.copy2(path, path.with_name(path.name + ".orig"))
-            _write_file(path, text)
+            write_file(path, text)
             report.replaced.append(rel)
         else:
-            _write_file(path, text)
+            write_file(path, text)
             report.created.append(rel)
 
 
@@ -97,3 +97,11 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> W
         where = e.filename or target
         raise WriteError(f"cannot write the project to {target}: {reason} ({where})") from None
     return report
+
+
+def write_one(path: Path, text: str) -> None:
+    """Write one file atomically, turning OS errors into a WriteError."""
+    try:
+        write_file(path, text)
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from None

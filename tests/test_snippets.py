@@ -1,0 +1,124 @@
+"""`dlgen snippet`: standalone, runnable sections of the cheat sheet, rendered from the same
+templates as the projects, in English or Chinese."""
+
+import ast
+import subprocess
+import sys
+import tomllib
+
+import black
+import pytest
+from typer.testing import CliRunner
+
+from scaffold.cli import app
+from scaffold.generate import render, snippet
+from scaffold.render import templates_dir
+from scaffold.spec import SNIPPETS, build_spec, snippet_spec
+from test_render import code_only
+
+NAMES = [s.name for s in SNIPPETS]
+
+
+def has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def texts(lang: str) -> list[str]:
+    with open(templates_dir() / "comments" / f"{lang}.toml", "rb") as f:
+        entries = tomllib.load(f)
+    return [v for e in entries.values() for k, v in e.items() if k in ("brief", "teach")]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_snippet_renders_clean_in_both_languages(name, tmp_path):
+    variants = {(lang, teach): snippet(name, teach=teach, lang=lang)
+                for lang in ("en", "zh") for teach in (False, True)}
+    for (lang, teach), text in variants.items():
+        compile(text, name, "exec")
+        assert black.format_str(text, mode=black.Mode()) == text, (lang, teach)
+        (tmp_path / f"{name.replace('-', '_')}_{lang}_{int(teach)}.py").write_text(text)
+        assert 'if __name__ == "__main__":' in text
+    # The code is the same in every language; only comments and docstrings change.
+    codes = {code_only(text) for text in variants.values()}
+    assert len(codes) == 1
+    assert not has_cjk(variants["en", True])
+    assert has_cjk(variants["zh", True]) and has_cjk(variants["zh", False])
+    # Every English text that the Chinese file does not share (code-like ones it does).
+    english = [t[:40] for t in set(texts("en")) - set(texts("zh")) if t.count(" ") > 4]
+    for lang_text in (variants["zh", True], variants["zh", False]):
+        assert not any(sentence in lang_text for sentence in english)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select",
+         "F,E9,B,UP", "--target-version", "py311", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def top_level(source: str) -> dict[str, str]:
+    tree = ast.parse(source)
+    return {n.name: ast.unparse(n) for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_snippets_and_projects_share_their_code(name):
+    snip, spec = snippet_spec(name)
+    project = {}
+    for rel, text in render(spec).items():
+        if rel.endswith(".py"):
+            project.update(top_level(text))
+    shared = 0
+    for fn, source in top_level(snippet(name)).items():
+        if fn in project and fn not in ("main", "Config"):
+            assert source == project[fn], fn
+            shared += 1
+    if name == "schedulers":  # build_<value> here is build_scheduler in a project
+        ours = top_level(snippet(name))
+        for value in ("cosine", "step", "warmup-cosine", "cosine-restarts", "onecycle"):
+            fn = "build_" + value.replace("-", "_")
+            train = render(build_spec("snippet", scheduler=value))["snippet/train.py"]
+            expected = top_level(train)["build_scheduler"].replace("build_scheduler", fn, 1)
+            assert ours[fn] == expected, value
+            shared += 1
+    if name != "tensors":
+        assert shared >= 1, f"{name} shares no code with a project"
+
+
+def test_unknown_snippet_exits_2_with_the_list():
+    result = CliRunner().invoke(app, ["snippet", "atention"])
+    assert result.exit_code == 2
+    assert "did you mean 'attention'" in result.stderr and "grad-checkpointing" in result.stderr
+
+
+def test_output_file(tmp_path):
+    out = tmp_path / "attn.py"
+    result = CliRunner().invoke(app, ["snippet", "attention", "--lang", "zh", "-o", str(out)])
+    assert result.exit_code == 0 and has_cjk(out.read_text())
+
+
+EXPECT = {
+    "tensors": "clone leaves the original alone: True",
+    "mlp": "-> logits (8, 4)",
+    "cnn": "64x64 images -> logits (2, 10)",
+    "training-loop": "epoch 2:",
+    "schedulers": "warmup-cosine",
+    "regularization": "clipped to 1.000",
+    "attention": "matches nn.MultiheadAttention: True",
+    "transformer-layer": "matches nn.TransformerEncoderLayer: True",
+    "amp": "fp16: logits torch.float16",
+    "ddp": "the same averaged gradient: True",
+    "save-load": "weights restored: True",
+    "grad-checkpointing": "same gradients: True",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_snippet_demos_run_and_show_their_point(name, tmp_path):
+    path = tmp_path / f"{name}.py"
+    path.write_text(snippet(name, teach=True, lang="zh"))
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert EXPECT[name] in result.stdout, result.stdout
