@@ -72,7 +72,13 @@ def comment_texts(lang: str) -> dict[str, dict[str, str]]:
 # A line holding only `#: id` (a comment) or `"""#: id"""` (a docstring) is replaced by the
 # text of that id in the chosen language: its "brief" always, its "teach" part with --teach.
 MARKER = re.compile(r'^(?P<indent>[ ]*)(?P<doc>""")?#: (?P<id>[a-z0-9_]+)(?P=doc)?$')
+# `code  #: id` becomes `code  # <brief>`: a short trailing comment, brief text only.
+TRAILING = re.compile(r"^(?P<code>[ ]*\S.*?)  #: (?P<id>[a-z0-9_]+)$")
 WIDTH = 88
+
+
+# Closing punctuation stays at the end of a line, never starts the next one.
+NO_LINE_START = set("，。；：、）」』！？,.;:)")
 
 
 def _width(text: str) -> int:
@@ -88,7 +94,7 @@ def wrap(text: str, width: int) -> list[str]:
             continue
         line = ""
         for token in re.findall(r"[A-Za-z0-9_.,:;()\[\]'`/=<>+\-*@%~#!?\"]+ ?|.", paragraph):
-            if line and _width(line + token.rstrip()) > width:
+            if line and _width(line + token.rstrip()) > width and token not in NO_LINE_START:
                 lines.append(line.rstrip())
                 line = token.lstrip()
             else:
@@ -101,7 +107,7 @@ def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -
     texts = comment_texts(lang)
     out: list[str] = []
     for line in source.split("\n"):
-        m = MARKER.match(line)
+        m = MARKER.match(line) or TRAILING.match(line)
         if not m:
             out.append(line)
             continue
@@ -109,6 +115,9 @@ def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -
         if key not in texts:
             raise KeyError(f"{where}: no comment text {key!r} in comments/{lang}.toml")
         entry = texts[key]
+        if "code" in m.groupdict():
+            out.append(f"{m['code']}  # {entry['brief'].strip()}")
+            continue
         parts = [entry.get("brief", "")]
         if teach:
             parts += [entry.get("teach", ""), entry.get("link", "")]

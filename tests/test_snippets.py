@@ -122,3 +122,46 @@ def test_snippet_demos_run_and_show_their_point(name, tmp_path):
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert EXPECT[name] in result.stdout, result.stdout
+
+
+def comments_and_docstrings(source: str) -> list[str]:
+    import io
+    import tokenize
+
+    found = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline)
+             if t.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                found.append(doc)
+    return found
+
+
+def test_chinese_output_has_no_english_prose():
+    """Every comment and docstring of a --lang zh project or snippet is Chinese (code-like
+    ones such as shapes aside): none was left written into a template in English."""
+    import re
+
+    from scaffold.matrix import pairwise
+
+    prose = re.compile(r"\b[a-z]{3,} [a-z]{2,} [a-z]{2,}\b")
+    sources = [snippet(s.name, teach=True, lang="zh") for s in SNIPPETS]
+    for spec in pairwise():
+        zh = build_spec(spec.name, **{**spec.answers(), "lang": "zh", "teach": True})
+        sources += [t for rel, t in render(zh).items() if rel.endswith(".py")]
+    for source in sources:
+        for text in comments_and_docstrings(source):
+            assert has_cjk(text) or not prose.search(text), text
+
+
+def test_a_teach_zh_project_trains(project, tmp_path):
+    pytest.importorskip("torch")
+    with project("kecheng", model="transformer", teach=True, lang="zh") as p:
+        text = (p.path / "kecheng" / "train.py").read_text()
+        assert "梯度" in text and "学习率" in text
+        cfg = p.module("config").Config(out_dir=str(tmp_path), device="cpu", max_steps=30,
+                                         eval_every=30, num_samples=256, d_model=32,
+                                         d_ff=64, n_layers=1, seq_len=16, lr=3e-3)
+        metrics = p.module("train").train(cfg)
+    assert metrics["accuracy"] > 0.5
