@@ -8,6 +8,7 @@ passes when the final validation loss is finite and below 70% of the loss at ste
 
 import argparse
 import importlib
+import json
 import sys
 import tempfile
 import time
@@ -28,7 +29,30 @@ COMBOS = [
     ("transformer bf16 + ckpt", {"model": "transformer", "amp": True, "grad_checkpointing": True},
      {"precision": "bf16"}),
     ("cnn fp16 + ema", {"model": "cnn", "amp": True, "ema": True}, {"precision": "fp16"}),
+    # Launched with torchrun at world size 1, so the NCCL process group really starts.
+    ("gpt ddp nccl x1 (torchrun)", {"model": "gpt", "ddp": True}, {}),
 ]
+
+
+def run_torchrun(label, name, steps, device, tmp):
+    """One process under torchrun: the distributed path of a --ddp project."""
+    import subprocess
+
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["torchrun", "--standalone", "--nproc-per-node=1", "-m", f"{name}.train",
+         "--device", device, "--max-steps", str(steps), "--eval-every", str(steps),
+         "--out-dir", "run"],
+        cwd=tmp / name, capture_output=True, text=True,
+    )
+    seconds = time.perf_counter() - start  # includes start-up, so steps/s is a lower bound
+    if result.returncode != 0:
+        return f"| {label} | - | - | - | FAIL: {result.stderr.strip().splitlines()[-1]} |", False
+    events = [json.loads(line) for line in (tmp / name / "run/metrics.jsonl").open()]
+    val = [e for e in events if e["split"] == "val"]
+    ok = val[-1]["loss"] < 0.7 * val[0]["loss"]
+    row = f"| {label} | {steps / seconds:.1f} | - | {val[-1]['loss']:.4f} | {'pass' if ok else 'FAIL'} |"
+    return row, ok
 
 
 def run(label, options, overrides, steps, device, tmp):
@@ -36,6 +60,8 @@ def run(label, options, overrides, steps, device, tmp):
 
     name = "g_" + "".join(c if c.isalnum() else "_" for c in label.lower())
     generate(build_spec(name, **options), tmp / name)
+    if options.get("ddp"):
+        return run_torchrun(label, name, steps, device, tmp)
     sys.path.insert(0, str(tmp / name))
     try:
         Config = importlib.import_module(f"{name}.config").Config
@@ -49,7 +75,7 @@ def run(label, options, overrides, steps, device, tmp):
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else 0
         lines = (tmp / name / "run" / "metrics.jsonl").read_text().splitlines()
-        first = next(e for e in map(__import__("json").loads, lines) if e["split"] == "val")
+        first = next(e for e in map(json.loads, lines) if e["split"] == "val")
         ok = metrics["loss"] == metrics["loss"] and metrics["loss"] < 0.7 * first["loss"]
         return f"| {label} | {steps / seconds:.1f} | {peak / 2**20:.0f} MiB | {metrics['loss']:.4f} | {'pass' if ok else 'FAIL'} |", ok
     except Exception as e:  # one broken row must not hide the others
@@ -62,6 +88,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--only", default="", help="comma-separated parts of row labels")
     args = parser.parse_args()
     import torch
 
@@ -74,7 +101,10 @@ def main() -> int:
     print("|---|---|---|---|---|")
     tmp = Path(tempfile.mkdtemp())
     ok = True
+    wanted = [w for w in args.only.split(",") if w]
     for label, options, overrides in COMBOS:
+        if wanted and not any(w in label for w in wanted):
+            continue
         row, passed = run(label, options, overrides, args.steps, args.device, tmp)
         print(row, flush=True)
         ok &= passed

@@ -256,3 +256,27 @@ def test_weight_decay_skips_biases_and_norms(project):
         assert all(q.dim() >= 2 for q in decayed["params"])
         names = {id(q): n for n, q in model.named_parameters()}
         assert all("bias" in names[id(q)] or "norm" in names[id(q)] for q in plain["params"])
+
+
+def test_cnn_trains_on_an_image_folder_and_predicts(project, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    g = torch.Generator().manual_seed(0)
+    for label, channel in (("red", 0), ("blue", 2)):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(40):
+            pixels = (torch.rand(20, 20, 3, generator=g) * 80).to(torch.uint8)
+            pixels[..., channel] += 150
+            Image.fromarray(pixels.numpy()).save(tmp_path / "imgs" / label / f"{i}.png")
+    with project("folderproj", model="cnn") as p:
+        cfg = p.module("config").Config(
+            out_dir=str(tmp_path / "run"), device="cpu", data_path=str(tmp_path / "imgs"),
+            image_size=16, batch_size=16, max_steps=40, eval_every=40, channels=[8, 16],
+        )
+        metrics = p.module("train").train(cfg)
+        ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/best.pt")
+        assert ckpt["data"]["classes"] == ["blue", "red"] and ckpt["config"]["image_size"] == 16
+        p.module("predict").main(["--checkpoint", str(tmp_path / "run/checkpoints/best.pt"),
+                                  "--data-path", str(tmp_path / "imgs/red")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert metrics["accuracy"] > 0.9 and len(lines) == 40
+    assert sum(line.endswith("\tred") for line in lines) >= 36
