@@ -1,0 +1,156 @@
+"""Data: learnable synthetic images by default, or your image folder or .npz
+(--data-path).
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from image_classifier.config import Config
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+class DataError(ValueError):
+    """Data that cannot be used: a missing file, a non-numeric column, too few rows."""
+
+
+@dataclass
+class Data:
+    train: Dataset
+    val: Dataset
+    sizes: dict  # Config fields the data decides
+    meta: dict  # plain values for predict or sample
+
+
+def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split depends on the seed alone, so a resumed run sees the same split."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, round(n * cfg.val_fraction))
+    train, val = perm[n_val:], perm[:n_val]
+    if len(train) < cfg.batch_size:
+        raise DataError(
+            f"the training split has {len(train)} examples, fewer than one batch "
+            f"({cfg.batch_size}); lower --batch-size or use more data"
+        )
+    return train, val
+
+
+def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy sine gratings whose orientation is the class (regression: predict their
+    frequency).
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    n, size = cfg.num_samples, cfg.image_size
+    coords = torch.linspace(0, 1, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
+    freq = 2 + 3 * torch.rand(n, 1, 1, generator=g)
+    y = torch.randint(cfg.num_classes, (n,), generator=g)
+    angle = (math.pi * y / cfg.num_classes).view(n, 1, 1)
+    wave = torch.sin(2 * math.pi * freq * (xx * angle.cos() + yy * angle.sin()) + phase)
+    colour = torch.rand(n, cfg.in_channels, 1, 1, generator=g) + 0.5
+    x = wave.unsqueeze(1) * colour + 0.5 * torch.randn(
+        n, cfg.in_channels, size, size, generator=g
+    )
+    return x, y
+
+
+def read_images(
+    path: str, image_size: int
+) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Every image under a folder whose sub-folders name the classes, resized and
+    scaled to [0, 1].
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError(
+            "reading an image folder needs Pillow: pip install pillow"
+        ) from None
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
+    images = []
+    for file in files:
+        with Image.open(file) as image:
+            image = image.convert("RGB").resize((image_size, image_size))
+            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        images.append(
+            pixels.view(image_size, image_size, 3).permute(2, 0, 1).float() / 255
+        )
+    labels = [file.parent.name for file in files]
+    return torch.stack(images), labels, [str(file) for file in files]
+
+
+def read_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x (N, C, H, W) and, if present, y (N) from a NumPy .npz file."""
+    try:
+        import numpy as np
+    except ImportError:
+        raise DataError("reading a .npz file needs NumPy: pip install numpy") from None
+    with np.load(path) as arrays:
+        if "x" not in arrays:
+            raise DataError(
+                f"{path} has no array named x (found: {', '.join(arrays.files)})"
+            )
+        x = torch.from_numpy(arrays["x"]).float()
+        y = torch.from_numpy(arrays["y"]) if "y" in arrays else None
+    if x.dim() != 4:
+        raise DataError(f"{path}: x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    return x, y
+
+
+def load_images(
+    path: str, cfg: Config
+) -> tuple[torch.Tensor, list | torch.Tensor | None]:
+    """Images and their labels from a .npz file or a folder of class sub-folders."""
+    if not Path(path).exists():
+        raise DataError(f"no data file or folder at {path}")
+    if Path(path).is_dir():
+        x, labels, _ = read_images(path, cfg.image_size)
+        return x, labels
+    return read_npz(path)
+
+
+def build_datasets(cfg: Config) -> Data:
+    """Train and validation datasets, the sizes they imply, and what predict needs
+    later.
+    """
+    if cfg.data_path:
+        x, labels = load_images(cfg.data_path, cfg)
+        if labels is None:
+            raise DataError(
+                f"{cfg.data_path} has no labels (an array y, or class folders)"
+            )
+        labels = [
+            str(v) for v in (labels.tolist() if torch.is_tensor(labels) else labels)
+        ]
+        classes = sorted(set(labels))
+        index = {c: i for i, c in enumerate(classes)}
+        y = torch.tensor([index[v] for v in labels])
+    else:
+        x, y = synthetic(cfg)
+        classes = [str(i) for i in range(cfg.num_classes)]
+    train, val = split(len(x), cfg)
+    # Per-channel mean and std from the training split only, saved for predict.
+    mean = x[train].mean(dim=(0, 2, 3))
+    std = x[train].std(dim=(0, 2, 3)).clamp_min(1e-6)
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    meta = {"mean": mean.tolist(), "std": std.tolist()}
+    sizes = {"in_channels": x.shape[1], "image_size": x.shape[-1]}
+    meta["classes"] = classes
+    sizes["num_classes"] = len(classes)
+    return Data(
+        TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val]), sizes, meta
+    )
+
+
+def encode(meta: dict, x: torch.Tensor) -> torch.Tensor:
+    """Scale raw images as in training, with the statistics from the checkpoint."""
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -1,0 +1,60 @@
+"""Predict: python -m image_classifier.predict --checkpoint PATH [--data-path FILE]"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from image_classifier.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+)
+from image_classifier.config import Config
+from image_classifier.data import (
+    DataError,
+    build_datasets,
+    encode,
+    read_images,
+    read_npz,
+)
+from image_classifier.model import build_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print one prediction per image.")
+    parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
+    parser.add_argument(
+        "--data-path",
+        default="",
+        help="a folder of images or a .npz with x (N, C, H, W); "
+        "empty = the synthetic validation split",
+    )
+    args = parser.parse_args(argv)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        cfg, meta = Config(**ckpt["config"]), ckpt["data"]
+        model = build_model(cfg)
+        load_model_state(model, ckpt["model"])
+        names = None
+        if not args.data_path:
+            x, _ = build_datasets(cfg).val.tensors
+        elif Path(args.data_path).is_dir():
+            x, _, names = read_images(args.data_path, cfg.image_size)
+            x = encode(meta, x)
+        else:
+            x = encode(meta, read_npz(args.data_path)[0])
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    model.eval()
+    with torch.no_grad():
+        output = model(x)
+    predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
+    for i, p in enumerate(predictions):
+        print(f"{names[i]}\t{p}" if names else p)
+
+
+if __name__ == "__main__":
+    main()

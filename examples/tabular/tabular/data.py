@@ -1,0 +1,110 @@
+"""Data: a learnable synthetic table by default, or your CSV file (--data-path)."""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from tabular.config import Config
+
+
+class DataError(ValueError):
+    """Data that cannot be used: a missing file, a non-numeric column, too few rows."""
+
+
+@dataclass
+class Data:
+    train: Dataset
+    val: Dataset
+    sizes: dict  # Config fields the data decides
+    meta: dict  # plain values for predict or sample
+
+
+def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split depends on the seed alone, so a resumed run sees the same split."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, round(n * cfg.val_fraction))
+    train, val = perm[n_val:], perm[:n_val]
+    if len(train) < cfg.batch_size:
+        raise DataError(
+            f"the training split has {len(train)} examples, fewer than one batch "
+            f"({cfg.batch_size}); lower --batch-size or use more data"
+        )
+    return train, val
+
+
+def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian features and targets from a fixed random two-layer teacher network."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    x = torch.randn(cfg.num_samples, cfg.input_dim, generator=g)
+    w1 = torch.randn(cfg.input_dim, 64, generator=g) / cfg.input_dim**0.5
+    w2 = torch.randn(64, cfg.num_classes, generator=g)
+    return x, (torch.tanh(x @ w1) @ w2).argmax(dim=1)
+
+
+def _number(path: str, line: int, column: str, text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{path}:{line}: column {column!r} is not a number: {text!r}"
+        ) from None
+
+
+def read_csv(
+    path: str, target: str
+) -> tuple[list[str], torch.Tensor, list[str] | None]:
+    """Feature names, features (N, D), and the target column as text, or None."""
+    if not Path(path).is_file():
+        raise DataError(f"no data file at {path}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    if not rows:
+        raise DataError(f"{path} has no data rows")
+    features = [c for c in columns if c != target]
+    x = [
+        [_number(path, line, c, row[c]) for c in features]
+        for line, row in enumerate(rows, start=2)
+    ]
+    labels = [row[target] for row in rows] if target in columns else None
+    return features, torch.tensor(x), labels
+
+
+def build_datasets(cfg: Config) -> Data:
+    """Train and validation datasets, the sizes they imply, and what predict needs
+    later.
+    """
+    if cfg.data_path:
+        features, x, labels = read_csv(cfg.data_path, cfg.target)
+        if labels is None:
+            raise DataError(
+                f"{cfg.data_path} has no target column {cfg.target!r} "
+                f"(columns: {', '.join(features)}); name it with --target"
+            )
+        classes = sorted(set(labels))
+        index = {c: i for i, c in enumerate(classes)}
+        y = torch.tensor([index[v] for v in labels])
+    else:
+        features = [f"x{i}" for i in range(cfg.input_dim)]
+        x, y = synthetic(cfg)
+        classes = [str(i) for i in range(cfg.num_classes)]
+    train, val = split(len(x), cfg)
+    # Scale features with training-split statistics only: the validation data stays
+    # unseen.
+    mean, std = x[train].mean(dim=0), x[train].std(dim=0).clamp_min(1e-6)
+    x = (x - mean) / std
+    meta = {"features": features, "mean": mean.tolist(), "std": std.tolist()}
+    meta["classes"] = classes
+    sizes = {"input_dim": x.shape[1], "num_classes": len(classes)}
+    return Data(
+        TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val]), sizes, meta
+    )
+
+
+def encode(meta: dict, x: torch.Tensor) -> torch.Tensor:
+    """Scale raw features as in training, with the statistics from the checkpoint."""
+    return (x - torch.tensor(meta["mean"])) / torch.tensor(meta["std"])

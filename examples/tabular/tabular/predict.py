@@ -1,0 +1,56 @@
+"""Predict: python -m tabular.predict --checkpoint PATH [--data-path FILE]"""
+
+import argparse
+import sys
+
+import torch
+
+from tabular.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from tabular.config import Config
+from tabular.data import DataError, build_datasets, encode, read_csv
+from tabular.model import build_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print one prediction per example.")
+    parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
+    parser.add_argument(
+        "--data-path",
+        default="",
+        help="a CSV with the training feature columns (the target column is optional); "
+        "empty = the synthetic validation split",
+    )
+    args = parser.parse_args(argv)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        cfg, meta = Config(**ckpt["config"]), ckpt["data"]
+        model = build_model(cfg)
+        load_model_state(model, ckpt["model"])
+        if args.data_path:
+            features, x, labels = read_csv(args.data_path, cfg.target)
+            if features != meta["features"]:
+                raise DataError(
+                    f"{args.data_path} has columns {features}, not {meta['features']}"
+                )
+            x = encode(meta, x)
+        else:
+            x, y = build_datasets(cfg).val.tensors
+            labels = [meta["classes"][i] for i in y]
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    model.eval()
+    with torch.no_grad():
+        output = model(x)
+    predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
+    for p in predictions:
+        print(p)
+    if labels is not None:
+        accuracy = sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(
+            labels
+        )
+        print(f"accuracy: {accuracy:.4f} on {len(labels)} examples", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Training configuration: one dataclass; every field is a --flag and a key of a TOML
+file.
+"""
+
+import argparse
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A bad config value or name; the CLI prints it as one line and exits with code
+    2.
+    """
+
+
+@dataclass
+class Config:
+    epochs: int = 5
+    max_steps: int = 0
+    batch_size: int = 64
+    grad_accum_steps: int = 1
+    lr: float = 0.001
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = "runs/default"
+    log_every: int = 10
+    eval_every: int = 100
+    save_every: int = 100
+    resume: str = "none"
+    init_from: str = ""
+    data_path: str = ""
+    val_fraction: float = 0.1
+    vocab_size: int = 64
+    seq_len: int = 64
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 512
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    norm_first: bool = True
+    tokenizer: str = "char"
+    num_samples: int = 2048
+    num_classes: int = 4
+    label_smoothing: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = -1
+    min_lr: float = 0.0
+    precision: str = "auto"
+    dist_timeout: int = 300
+
+    def __post_init__(self):
+        problems = []
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.grad_accum_steps < 1:
+            problems.append(
+                f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}"
+            )
+        if self.max_steps < 0:
+            problems.append(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.max_steps == 0 and self.epochs < 1:
+            problems.append(
+                f"epochs must be >= 1 when max_steps is 0, got {self.epochs}"
+            )
+        for name in ("log_every", "eval_every", "save_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            problems.append(
+                f"val_fraction must be between 0 and 1, got {self.val_fraction}"
+            )
+        if self.device not in (
+            "auto",
+            "cpu",
+            "cuda",
+            "mps",
+        ) and not self.device.startswith("cuda:"):
+            problems.append(
+                f"device must be auto, cpu, cuda or mps, got {self.device!r}"
+            )
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            problems.append(
+                f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(
+                f"label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _fits(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, kind) or (kind is float and isinstance(value, int))
+
+
+def _coerce(name: str, value: object) -> object:
+    """Check a value read from a TOML file against the field's type."""
+    kind = FIELDS[name].type
+    if hasattr(kind, "__args__"):  # a list[int] or list[float] field
+        item = kind.__args__[0]
+        if isinstance(value, list) and all(_fits(v, item) for v in value):
+            return [item(v) for v in value]
+    elif _fits(value, kind):
+        return kind(value)
+    raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown field {name!r}{hint}; valid fields: {', '.join(FIELDS)}"
+
+
+def load_config(argv: list[str] | None = None) -> Config:
+    """Build a Config from an optional --config TOML file, then --field flags on top."""
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, argument_default=argparse.SUPPRESS
+    )
+    parser.add_argument("--config", help="a TOML file of field = value lines")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction
+            )
+        elif hasattr(f.type, "__args__"):
+            parser.add_argument(flag, dest=f.name, type=f.type.__args__[0], nargs="+")
+        else:
+            parser.add_argument(flag, dest=f.name, type=f.type)
+    args, unknown = parser.parse_known_args(argv)
+    try:
+        for arg in unknown:
+            if not arg.startswith("--"):
+                raise ConfigError(f"unexpected argument {arg!r}")
+            raise ConfigError(_unknown(arg[2:].split("=")[0].replace("-", "_")))
+        values = {}
+        path = vars(args).pop("config", None)
+        if path is not None:
+            with open(path, "rb") as f:
+                for name, value in tomllib.load(f).items():
+                    if name not in FIELDS:
+                        raise ConfigError(f"{path}: " + _unknown(name))
+                    values[name] = _coerce(name, value)
+        values.update(vars(args))
+        return Config(**values)
+    except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
+        parser.exit(2, f"error: {e}\n")

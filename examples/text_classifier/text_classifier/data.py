@@ -1,0 +1,121 @@
+"""Data: synthetic token sequences by default, or your TSV of label<TAB>text lines
+(--data-path).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from text_classifier.config import Config
+
+PAD, UNK = 0, 1  # ids reserved in every vocabulary
+
+
+class DataError(ValueError):
+    """Data that cannot be used: a missing file, a non-numeric column, too few rows."""
+
+
+@dataclass
+class Data:
+    train: Dataset
+    val: Dataset
+    sizes: dict  # Config fields the data decides
+    meta: dict  # plain values for predict or sample
+
+
+def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split depends on the seed alone, so a resumed run sees the same split."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, round(n * cfg.val_fraction))
+    train, val = perm[n_val:], perm[:n_val]
+    if len(train) < cfg.batch_size:
+        raise DataError(
+            f"the training split has {len(train)} examples, fewer than one batch "
+            f"({cfg.batch_size}); lower --batch-size or use more data"
+        )
+    return train, val
+
+
+def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token sequences of random length, padded; a fifth of the tokens carry
+    the class signal.
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    n, T, V = cfg.num_samples, cfg.seq_len, cfg.vocab_size
+    tokens = torch.randint(2, V, (n, T), generator=g)
+    y = torch.randint(cfg.num_classes, (n,), generator=g)
+    signal = 2 + (y.view(n, 1) * 4 + torch.randint(4, (n, T), generator=g)) % (V - 2)
+    tokens = torch.where(torch.rand(n, T, generator=g) < 0.2, signal, tokens)
+    lengths = torch.randint(T // 2, T + 1, (n, 1), generator=g)
+    tokens = tokens.masked_fill(torch.arange(T) >= lengths, PAD)
+    return tokens, y
+
+
+def tokenize(text: str, cfg: Config) -> list[str]:
+    return list(text) if cfg.tokenizer == "char" else text.split()
+
+
+def encode(texts: list[str], vocab: list[str], cfg: Config) -> torch.Tensor:
+    """Texts -> a (N, seq_len) tensor of token ids, padded with PAD, unknown tokens
+    as UNK.
+    """
+    index = {token: i for i, token in enumerate(vocab)}
+    rows = torch.full((len(texts), cfg.seq_len), PAD)
+    for i, text in enumerate(texts):
+        ids = [index.get(t, UNK) for t in tokenize(text, cfg)][: cfg.seq_len]
+        rows[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return rows
+
+
+def read_tsv(path: str) -> tuple[list[str | None], list[str]]:
+    """Labels and texts of label<TAB>text lines (a line without a tab has no label)."""
+    if not Path(path).is_file():
+        raise DataError(f"no data file at {path}")
+    labels, texts = [], []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            label, tab, text = line.partition("\t")
+            labels.append(label if tab else None)
+            texts.append(text if tab else line)
+    if not texts:
+        raise DataError(f"{path} has no lines of text")
+    return labels, texts
+
+
+def build_datasets(cfg: Config) -> Data:
+    """Train and validation datasets, the sizes they imply, and what predict needs
+    later.
+    """
+    if not cfg.data_path:
+        tokens, y = synthetic(cfg)
+        train, val = split(len(tokens), cfg)
+        vocab = ["<pad>", "<unk>"] + [f"t{i}" for i in range(2, cfg.vocab_size)]
+        classes = [str(i) for i in range(cfg.num_classes)]
+    else:
+        labels, texts = read_tsv(cfg.data_path)
+        if None in labels:
+            line = labels.index(None) + 1
+            raise DataError(
+                f"{cfg.data_path}: line {line} has no tab; use label<TAB>text"
+            )
+        train, val = split(len(texts), cfg)
+        # The vocabulary comes from the training split only; validation words it lacks
+        # become UNK.
+        seen = {t for i in train.tolist() for t in tokenize(texts[i], cfg)}
+        vocab = ["<pad>", "<unk>"] + sorted(seen)
+        tokens = encode(texts, vocab, cfg)
+        classes = sorted(set(labels))
+        index = {c: i for i, c in enumerate(classes)}
+        y = torch.tensor([index[v] for v in labels])
+    meta = {"vocab": vocab}
+    sizes = {"vocab_size": len(vocab)}
+    meta["classes"] = classes
+    sizes["num_classes"] = len(classes)
+    return Data(
+        TensorDataset(tokens[train], y[train]),
+        TensorDataset(tokens[val], y[val]),
+        sizes,
+        meta,
+    )

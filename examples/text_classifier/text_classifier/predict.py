@@ -1,0 +1,50 @@
+"""Predict: python -m text_classifier.predict --checkpoint PATH [--data-path FILE]"""
+
+import argparse
+import sys
+
+import torch
+
+from text_classifier.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+)
+from text_classifier.config import Config
+from text_classifier.data import DataError, build_datasets, encode, read_tsv
+from text_classifier.model import build_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Print one prediction per line of text."
+    )
+    parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
+    parser.add_argument(
+        "--data-path",
+        default="",
+        help="a text file, one example per line (label<TAB>text or just text); "
+        "empty = the synthetic validation split",
+    )
+    args = parser.parse_args(argv)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        cfg, meta = Config(**ckpt["config"]), ckpt["data"]
+        model = build_model(cfg)
+        load_model_state(model, ckpt["model"])
+        if args.data_path:
+            tokens = encode(read_tsv(args.data_path)[1], meta["vocab"], cfg)
+        else:
+            tokens, _ = build_datasets(cfg).val.tensors
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    model.eval()
+    with torch.no_grad():
+        output = model(tokens)
+    for i in output.argmax(dim=-1).tolist():
+        print(meta["classes"][i])
+
+
+if __name__ == "__main__":
+    main()
