@@ -113,9 +113,20 @@ def main() -> None:
             runs = []
             for env in (os.environ, MEMORY_ENV):  # time with the usual allocator, memory with mmap
                 out = subprocess.run(
-                    [sys.executable, __file__, "--steps", str(args.steps), "--child",
-                     str(tmp / name), name, json.dumps(overrides)],
-                    check=True, capture_output=True, text=True, env=env,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--steps",
+                        str(args.steps),
+                        "--child",
+                        str(tmp / name),
+                        name,
+                        json.dumps(overrides),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
                 ).stdout
                 runs.append(json.loads(out.strip().splitlines()[-1]))
             results[label] = {**runs[0], "peak_bytes": runs[1]["peak_bytes"]}
@@ -129,7 +140,9 @@ def main() -> None:
             )
     import torch
 
-    where = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
+    where = (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
+    )
     table = "\n".join(
         [
             f"Machine: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
@@ -143,7 +156,9 @@ def main() -> None:
     print(table)
     if args.write:
         with open(args.write, "a") as f:
-            f.write("\n## Memory and speed (`python benchmarks/memory_speed.py`)\n\n" + table + "\n")
+            f.write(
+                "\n## Memory and speed (`python benchmarks/memory_speed.py`)\n\n" + table + "\n"
+            )
 
 
 if __name__ == "__main__":

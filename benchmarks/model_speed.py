@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scaffold.generate import generate  # noqa: E402
-from scaffold.spec import build_spec  # noqa: E402
+from scaffold.generate import generate
+from scaffold.spec import build_spec
 
 
 def step_time(model, make_batch, loss_fn, steps=3):
@@ -42,7 +42,10 @@ class CheatSheetLayer(nn.Module):
 
     def attn(self, x):
         B = x.size(0)
-        q, k, v = (w(x).view(B, -1, self.h, self.hd).transpose(1, 2) for w in (self.w_q, self.w_k, self.w_v))
+        q, k, v = (
+            w(x).view(B, -1, self.h, self.hd).transpose(1, 2)
+            for w in (self.w_q, self.w_k, self.w_v)
+        )
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.hd)
         out = self.drop(scores.softmax(-1)) @ v
         return self.w_o(out.transpose(1, 2).contiguous().view(B, -1, self.h * self.hd))
@@ -67,7 +70,7 @@ def main():
     d, h, L, d_ff, T, B, V = 256, 4, 4, 1024, 256, 16, 64
     cfg = TConfig(d_model=d, n_heads=h, n_layers=L, d_ff=d_ff, seq_len=T, vocab_size=V, dropout=0.1)
     ours = build_tr(cfg)
-    tokens = lambda: (torch.randint(2, V, (B, T)), torch.randint(4, (B,)))  # noqa: E731
+    tokens = lambda: (torch.randint(2, V, (B, T)), torch.randint(4, (B,)))
     t_ours = step_time(ours, tokens, ce)
 
     class Peer(nn.Module):
@@ -81,9 +84,15 @@ def main():
             x = self.emb(idx) + self.pos(torch.arange(idx.size(1)))
             return self.head(self.enc(x).mean(1))
 
-    torch_layer = nn.TransformerEncoderLayer(d, h, d_ff, 0.1, activation="gelu", batch_first=True, norm_first=True)
-    t_torch = step_time(Peer(nn.TransformerEncoder(torch_layer, L, enable_nested_tensor=False)), tokens, ce)
-    t_sheet = step_time(Peer(nn.Sequential(*(CheatSheetLayer(d, h, d_ff, 0.1) for _ in range(L)))), tokens, ce)
+    torch_layer = nn.TransformerEncoderLayer(
+        d, h, d_ff, 0.1, activation="gelu", batch_first=True, norm_first=True
+    )
+    t_torch = step_time(
+        Peer(nn.TransformerEncoder(torch_layer, L, enable_nested_tensor=False)), tokens, ce
+    )
+    t_sheet = step_time(
+        Peer(nn.Sequential(*(CheatSheetLayer(d, h, d_ff, 0.1) for _ in range(L)))), tokens, ce
+    )
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
@@ -95,7 +104,11 @@ def main():
     gd, gh, gL, gT, gB = 384, 6, 6, 256, 8
     gcfg = GConfig(d_model=gd, n_heads=gh, n_layers=gL, d_ff=4 * gd, seq_len=gT, vocab_size=V)
     gpt = build_gpt(gcfg)
-    t_gpt = step_time(gpt, lambda: (torch.randint(V, (gB, gT)),) * 2, lambda o, y: ce(o.flatten(0, 1), y.flatten()))
+    t_gpt = step_time(
+        gpt,
+        lambda: (torch.randint(V, (gB, gT)),) * 2,
+        lambda o, y: ce(o.flatten(0, 1), y.flatten()),
+    )
     params = sum(p.numel() for p in gpt.parameters())
     # 6 x parameters x tokens, plus causal attention: 6 * L * T^2 * d per sequence (halved).
     flops = 6 * params * gB * gT + 6 * gL * gB * gT * gT * gd
@@ -104,8 +117,12 @@ def main():
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| measurement | value |\n|---|---|")
     print(f"| transformer step, generated (d256 h4 L4 ff1024 T256 B16) | {t_ours * 1000:.0f} ms |")
-    print(f"| same with nn.TransformerEncoder | {t_torch * 1000:.0f} ms (generated/torch = {t_ours / t_torch:.2f}) |")
-    print(f"| same with the cheat sheet's layer | {t_sheet * 1000:.0f} ms (generated/sheet = {t_ours / t_sheet:.2f}) |")
+    print(
+        f"| same with nn.TransformerEncoder | {t_torch * 1000:.0f} ms (generated/torch = {t_ours / t_torch:.2f}) |"
+    )
+    print(
+        f"| same with the cheat sheet's layer | {t_sheet * 1000:.0f} ms (generated/sheet = {t_ours / t_sheet:.2f}) |"
+    )
     print(f"| gpt step (d384 h6 L6 T256 B8) | {t_gpt * 1000:.0f} ms, {rate / 1e9:.1f} GFLOP/s |")
     print(f"| fp32 matmul 2048^3 | {matmul / 1e9:.1f} GFLOP/s (gpt reaches {rate / matmul:.0%}) |")
 

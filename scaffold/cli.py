@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -74,24 +72,48 @@ def _new_signature() -> inspect.Signature:
     """Build `new`'s parameters from the option spec: one flag per option."""
     P = inspect.Parameter
     params = [
-        P("path", P.POSITIONAL_OR_KEYWORD, annotation=Path,
-          default=typer.Argument(..., metavar="PATH",
-                                help="Folder to create; its last part is the project name.")),
+        P(
+            "path",
+            P.POSITIONAL_OR_KEYWORD,
+            annotation=Path,
+            default=typer.Argument(
+                ..., metavar="PATH", help="Folder to create; its last part is the project name."
+            ),
+        ),
     ]
     for o in OPTIONS:
         if o.is_flag:
             opt = typer.Option(None, f"{o.flag}/--no-{o.flag[2:]}", help=o.help, show_default=False)
-            params.append(P(o.name, P.KEYWORD_ONLY, annotation=Optional[bool], default=opt))
+            params.append(P(o.name, P.KEYWORD_ONLY, annotation=bool | None, default=opt))
         else:
             meta = "|".join(o.values)
-            opt = typer.Option(None, o.flag, metavar=f"[{meta}]", show_default=False,
-                               help=f"{o.help} [default: {o.default}]")
-            params.append(P(o.name, P.KEYWORD_ONLY, annotation=Optional[str], default=opt))
+            opt = typer.Option(
+                None,
+                o.flag,
+                metavar=f"[{meta}]",
+                show_default=False,
+                help=f"{o.help} [default: {o.default}]",
+            )
+            params.append(P(o.name, P.KEYWORD_ONLY, annotation=str | None, default=opt))
     params += [
-        P("force", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-            False, "--force", help="Write into a non-empty folder; changed files are kept as FILE.orig.")),
-        P("dry_run", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-            False, "--dry-run", help="List the files that would be written, and write nothing.")),
+        P(
+            "force",
+            P.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--force",
+                help="Write into a non-empty folder; changed files are kept as FILE.orig.",
+            ),
+        ),
+        P(
+            "dry_run",
+            P.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(
+                False, "--dry-run", help="List the files that would be written, and write nothing."
+            ),
+        ),
     ]
     return inspect.Signature(params)
 
@@ -110,7 +132,7 @@ def snippet(
     name: str = typer.Argument(..., metavar="NAME", help="A section: see `dlgen list`."),
     teach: bool = typer.Option(False, "--teach", help="Add comments that explain why."),
     lang: str = typer.Option("en", "--lang", metavar="[en|zh]", help="Comment language."),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "-o", "--output", help="Write to this file instead of printing."
     ),
 ) -> None:

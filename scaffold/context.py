@@ -9,7 +9,9 @@ from scaffold.spec import OPTIONS, ProjectSpec, config_fields
 # steps in which the validation loss must fall below loss_ratio of its start, and the
 # length of the exact-resume run (cut in half, mid-epoch).
 TEST_PROFILES = {
-    "mlp": dict(tiny_overrides={"num_samples": 512}, tiny_steps=60, loss_ratio=0.7, resume_steps=18),
+    "mlp": dict(
+        tiny_overrides={"num_samples": 512}, tiny_steps=60, loss_ratio=0.7, resume_steps=18
+    ),
     "cnn": dict(
         tiny_overrides={"num_samples": 512, "channels": [8, 16], "image_size": 16},
         tiny_steps=60,
@@ -18,7 +20,11 @@ TEST_PROFILES = {
     ),
     "transformer": dict(
         tiny_overrides={
-            "num_samples": 512, "d_model": 32, "d_ff": 64, "n_layers": 1, "seq_len": 16,
+            "num_samples": 512,
+            "d_model": 32,
+            "d_ff": 64,
+            "n_layers": 1,
+            "seq_len": 16,
             "lr": 3e-3,
         },
         tiny_steps=80,
@@ -27,8 +33,13 @@ TEST_PROFILES = {
     ),
     "gpt": dict(
         tiny_overrides={
-            "corpus_chars": 4000, "d_model": 32, "d_ff": 64, "n_layers": 1, "seq_len": 16,
-            "batch_size": 16, "lr": 3e-3,
+            "corpus_chars": 4000,
+            "d_model": 32,
+            "d_ff": 64,
+            "n_layers": 1,
+            "seq_len": 16,
+            "batch_size": 16,
+            "lr": 3e-3,
         },
         tiny_steps=80,
         loss_ratio=0.8,
@@ -43,7 +54,11 @@ def command_line(spec: ProjectSpec) -> str:
     for o in OPTIONS:
         value = getattr(spec, o.name)
         if value != o.default:
-            parts.append(o.flag if value is True else f"--no-{o.name}" if value is False else f"{o.flag} {value}")
+            parts.append(
+                o.flag
+                if value is True
+                else f"--no-{o.name}" if value is False else f"{o.flag} {value}"
+            )
     return " ".join(parts)
 
 

@@ -30,7 +30,10 @@ def project_state(spec: ProjectSpec, files: dict[str, str]) -> dict[str, str]:
         *(f"{k.replace('_', '-')} = {toml_literal(v)}" for k, v in spec.answers().items()),
         "",
         "[files]  # sha256 of each file as generated",
-        *(f'"{rel}" = "{hashlib.sha256(t.encode()).hexdigest()}"' for rel, t in sorted(files.items())),
+        *(
+            f'"{rel}" = "{hashlib.sha256(t.encode()).hexdigest()}"'
+            for rel, t in sorted(files.items())
+        ),
     ]
     base = json.dumps(files, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     return {STATE_FILE: "\n".join(lines) + "\n", BASE_FILE: base}

@@ -20,7 +20,7 @@ def combinations(axes: tuple[str, ...], name: str = "proj") -> Iterator[ProjectS
     values, so that all of them appear somewhere in the matrix."""
     others = [o.name for o in OPTIONS if o.name not in axes]
     for i, combo in enumerate(itertools.product(*(values(a) for a in axes))):
-        given = dict(zip(axes, combo))
+        given = dict(zip(axes, combo, strict=True))
         for offset, other in enumerate(others):
             choices = values(other)
             given[other] = choices[(i + offset) % len(choices)]

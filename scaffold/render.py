@@ -7,7 +7,7 @@ import re
 import textwrap
 import tomllib
 import unicodedata
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jinja2
@@ -48,7 +48,7 @@ def toml_literal(value: object) -> str:
     raise TypeError(f"no TOML literal for {type(value).__name__}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
@@ -63,7 +63,7 @@ def environment() -> jinja2.Environment:
     return env
 
 
-@lru_cache(maxsize=None)
+@cache
 def comment_texts(lang: str) -> dict[str, dict[str, str]]:
     with open(templates_dir() / "comments" / f"{lang}.toml", "rb") as f:
         return tomllib.load(f)
@@ -90,7 +90,9 @@ def wrap(text: str, width: int) -> list[str]:
     lines: list[str] = []
     for paragraph in text.strip().split("\n"):
         if _width(paragraph) == len(paragraph):
-            lines += textwrap.wrap(paragraph, width, break_long_words=False, break_on_hyphens=False) or [""]
+            lines += textwrap.wrap(
+                paragraph, width, break_long_words=False, break_on_hyphens=False
+            ) or [""]
             continue
         line = ""
         for token in re.findall(r"[A-Za-z0-9_.,:;()\[\]'`/=<>+\-*@%~#!?\"]+ ?|.", paragraph):

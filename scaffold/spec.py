@@ -96,7 +96,9 @@ OPTIONS: tuple[Option, ...] = (
             Choice("cosine", "cosine annealing to min_lr (CosineAnnealingLR)"),
             Choice("step", "multiply by gamma every step_size steps (StepLR)"),
             Choice("warmup-cosine", "linear warm-up, then cosine (LinearLR + CosineAnnealingLR)"),
-            Choice("cosine-restarts", "SGDR: cosine with warm restarts (CosineAnnealingWarmRestarts)"),
+            Choice(
+                "cosine-restarts", "SGDR: cosine with warm restarts (CosineAnnealingWarmRestarts)"
+            ),
             Choice("onecycle", "one-cycle policy (OneCycleLR)"),
         ),
     ),
@@ -117,7 +119,9 @@ OPTIONS: tuple[Option, ...] = (
         False,
     ),
     Option("compile", "torch.compile the model, in place, so checkpoints stay portable.", False),
-    Option("ema", "Keep an exponential moving average of the weights, evaluated beside them.", False),
+    Option(
+        "ema", "Keep an exponential moving average of the weights, evaluated beside them.", False
+    ),
     Option(
         "ddp",
         "DistributedDataParallel under torchrun (nccl on GPUs, gloo on CPU), with launchers.",
@@ -197,9 +201,7 @@ class ProjectSpec:
         """The options that apply to this model, as recorded in .dlgen.toml: build_spec(name,
         **answers()) gives this spec back."""
         return {
-            o.name: getattr(self, o.name)
-            for o in OPTIONS
-            if not o.models or self.model in o.models
+            o.name: getattr(self, o.name) for o in OPTIONS if not o.models or self.model in o.models
         }
 
 
@@ -219,7 +221,11 @@ def _suggest_name(name: str) -> str:
     cleaned = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower().replace("-", "_")).strip("_")
     cleaned = cleaned.lstrip("0123456789_") or "project"
     candidate = cleaned[:MAX_NAME]
-    if keyword.iskeyword(candidate) or candidate in sys.stdlib_module_names or candidate in SHADOWED:
+    if (
+        keyword.iskeyword(candidate)
+        or candidate in sys.stdlib_module_names
+        or candidate in SHADOWED
+    ):
         candidate = f"my_{candidate}"[:MAX_NAME]
     return candidate
 
@@ -309,6 +315,10 @@ class ConfigField:
 
 F = ConfigField
 
+_DISTRIBUTED_FIELDS = (
+    F("dist_timeout", "int", 300, "seconds a collective may wait for a peer before failing"),
+)
+
 # The generated Config's fields. Keys are (option, value) pairs, or "base" for every project;
 # the fields of the options in force are concatenated in spec order, a later field of the
 # same name overriding the default of an earlier one.
@@ -379,19 +389,20 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("label_smoothing", "float", 0.0, "cross-entropy label smoothing (Szegedy et al.)"),
     ),
     ("amp", "True"): (
-        F("precision", "str", "auto", "auto (bf16 or fp16 on CUDA, fp32 elsewhere), bf16, fp16, fp32"),
+        F(
+            "precision",
+            "str",
+            "auto",
+            "auto (bf16 or fp16 on CUDA, fp32 elsewhere), bf16, fp16, fp32",
+        ),
     ),
     ("grad_checkpointing", "True"): (
         F("grad_checkpointing", "bool", True, "recompute block activations in backward"),
     ),
     ("compile", "True"): (F("compile", "bool", True, "torch.compile the model"),),
     ("ema", "True"): (F("ema_decay", "float", 0.99, "weight of the old average at each step"),),
-    ("ddp", "True"): (
-        F("dist_timeout", "int", 300, "seconds a collective may wait for a peer before failing"),
-    ),
-    ("fsdp", "True"): (
-        F("dist_timeout", "int", 300, "seconds a collective may wait for a peer before failing"),
-    ),
+    ("ddp", "True"): _DISTRIBUTED_FIELDS,
+    ("fsdp", "True"): _DISTRIBUTED_FIELDS,
     ("optimizer", "adamw"): (F("betas", "list[float]", [0.9, 0.999], "Adam's beta1, beta2"),),
     ("optimizer", "adam"): (
         F("weight_decay", "float", 0.0, "L2 penalty added to the gradient (not biases, norms)"),
@@ -485,4 +496,6 @@ def snippet_spec(name: str, teach: bool = False, lang: str = "en") -> tuple[Snip
             f"unknown snippet {name!r}{hint}; choose one of: {', '.join(SNIPPET_BY_NAME)}"
         )
     snippet = SNIPPET_BY_NAME[name]
-    return snippet, build_spec("snippet", teach=teach, lang=_check_choice(OPTION_BY_NAME["lang"], lang), **snippet.options)
+    return snippet, build_spec(
+        "snippet", teach=teach, lang=_check_choice(OPTION_BY_NAME["lang"], lang), **snippet.options
+    )

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scaffold.generate import generate  # noqa: E402
-from scaffold.spec import build_spec  # noqa: E402
+from scaffold.generate import generate
+from scaffold.spec import build_spec
 
 # (label, generation options, config overrides)
 COMBOS = [
@@ -26,8 +26,11 @@ COMBOS = [
     ("gpt bf16", {"model": "gpt", "amp": True}, {"precision": "bf16"}),
     ("gpt compile", {"model": "gpt", "compile": True}, {}),
     ("gpt grad checkpointing", {"model": "gpt", "grad_checkpointing": True}, {}),
-    ("transformer bf16 + ckpt", {"model": "transformer", "amp": True, "grad_checkpointing": True},
-     {"precision": "bf16"}),
+    (
+        "transformer bf16 + ckpt",
+        {"model": "transformer", "amp": True, "grad_checkpointing": True},
+        {"precision": "bf16"},
+    ),
     ("cnn fp16 + ema", {"model": "cnn", "amp": True, "ema": True}, {"precision": "fp16"}),
     # Launched with torchrun at world size 1, so the NCCL process group really starts.
     ("gpt ddp nccl x1 (torchrun)", {"model": "gpt", "ddp": True}, {}),
@@ -40,10 +43,24 @@ def run_torchrun(label, name, steps, device, tmp):
 
     start = time.perf_counter()
     result = subprocess.run(
-        ["torchrun", "--standalone", "--nproc-per-node=1", "-m", f"{name}.train",
-         "--device", device, "--max-steps", str(steps), "--eval-every", str(steps),
-         "--out-dir", "run"],
-        cwd=tmp / name, capture_output=True, text=True,
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node=1",
+            "-m",
+            f"{name}.train",
+            "--device",
+            device,
+            "--max-steps",
+            str(steps),
+            "--eval-every",
+            str(steps),
+            "--out-dir",
+            "run",
+        ],
+        cwd=tmp / name,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - start  # includes start-up, so steps/s is a lower bound
     if result.returncode != 0:
@@ -66,8 +83,13 @@ def run(label, options, overrides, steps, device, tmp):
     try:
         Config = importlib.import_module(f"{name}.config").Config
         train = importlib.import_module(f"{name}.train").train
-        cfg = Config(out_dir=str(tmp / name / "run"), device=device, max_steps=steps,
-                     eval_every=steps, **overrides)
+        cfg = Config(
+            out_dir=str(tmp / name / "run"),
+            device=device,
+            max_steps=steps,
+            eval_every=steps,
+            **overrides,
+        )
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -77,7 +99,10 @@ def run(label, options, overrides, steps, device, tmp):
         lines = (tmp / name / "run" / "metrics.jsonl").read_text().splitlines()
         first = next(e for e in map(json.loads, lines) if e["split"] == "val")
         ok = metrics["loss"] == metrics["loss"] and metrics["loss"] < 0.7 * first["loss"]
-        return f"| {label} | {steps / seconds:.1f} | {peak / 2**20:.0f} MiB | {metrics['loss']:.4f} | {'pass' if ok else 'FAIL'} |", ok
+        return (
+            f"| {label} | {steps / seconds:.1f} | {peak / 2**20:.0f} MiB | {metrics['loss']:.4f} | {'pass' if ok else 'FAIL'} |",
+            ok,
+        )
     except Exception as e:  # one broken row must not hide the others
         return f"| {label} | - | - | - | FAIL: {type(e).__name__}: {e} |", False
     finally:

@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scaffold.generate import render  # noqa: E402
-from scaffold.spec import build_spec  # noqa: E402
+from scaffold.generate import render
+from scaffold.spec import build_spec
 
 EXAMPLES = {
     "tabular": {},

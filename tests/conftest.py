@@ -41,7 +41,9 @@ class ProjectImport:
 
     def __exit__(self, *exc):
         sys.path.remove(str(self.path))
-        for mod in [m for m in sys.modules if m == self.package or m.startswith(self.package + ".")]:
+        for mod in [
+            m for m in sys.modules if m == self.package or m.startswith(self.package + ".")
+        ]:
             del sys.modules[mod]
 
 
@@ -56,4 +58,4 @@ def project(tmp_path):
     return make
 
 
-__all__ = ["make_project", "render", "ProjectImport"]
+__all__ = ["ProjectImport", "make_project", "render"]

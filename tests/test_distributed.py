@@ -10,14 +10,27 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
-TINY = ["--d-model", "32", "--d-ff", "64", "--n-layers", "1", "--seq-len", "16",
-        "--num-samples", "512", "--dropout", "0", "--device", "cpu"]
+TINY = [
+    "--d-model",
+    "32",
+    "--d-ff",
+    "64",
+    "--n-layers",
+    "1",
+    "--seq-len",
+    "16",
+    "--num-samples",
+    "512",
+    "--dropout",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 def free_port() -> int:
@@ -31,8 +44,14 @@ def env(**extra) -> dict:
 
 
 def torchrun(root: Path, *args: str, launcher="scripts/train_ddp.sh", timeout=240, **extra):
-    return subprocess.run(["bash", launcher, *args], cwd=root, env=env(**extra),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", launcher, *args],
+        cwd=root,
+        env=env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load(path: Path) -> dict:
@@ -65,7 +84,11 @@ def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
     (root / "driver.py").write_text(DRIVER.format(pkg="ddpeq"))
     result = subprocess.run(
         ["torchrun", "--standalone", "--nproc-per-node=2", "driver.py"],
-        cwd=root, env=env(), capture_output=True, text=True, timeout=240,
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("ranks identical") == 2
@@ -76,9 +99,21 @@ def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
         from ddpeq.config import Config
         from ddpeq.train import train
 
-        train(Config(out_dir=str(root / "runs/single"), max_steps=12, batch_size=32,
-                     eval_every=6, num_samples=512, d_model=32, d_ff=64, n_layers=1,
-                     seq_len=16, dropout=0.0, device="cpu"))
+        train(
+            Config(
+                out_dir=str(root / "runs/single"),
+                max_steps=12,
+                batch_size=32,
+                eval_every=6,
+                num_samples=512,
+                d_model=32,
+                d_ff=64,
+                n_layers=1,
+                seq_len=16,
+                dropout=0.0,
+                device="cpu",
+            )
+        )
     finally:
         sys.path.remove(str(root))
         for m in [m for m in sys.modules if m.startswith("ddpeq")]:
@@ -90,18 +125,45 @@ def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
 
 
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path):
-    root = make_project(tmp_path, "fsdpproj", model="gpt", fsdp=True, amp=True,
-                        grad_checkpointing=True)
-    result = torchrun(root, "--max-steps", "20", "--eval-every", "10", "--out-dir", "runs/f",
-                      "--corpus-chars", "4000", *TINY[:8], "--device", "cpu",
-                      NPROC_PER_NODE=2, MAX_RESTARTS=0)
+    root = make_project(
+        tmp_path, "fsdpproj", model="gpt", fsdp=True, amp=True, grad_checkpointing=True
+    )
+    result = torchrun(
+        root,
+        "--max-steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--out-dir",
+        "runs/f",
+        "--corpus-chars",
+        "4000",
+        *TINY[:8],
+        "--device",
+        "cpu",
+        NPROC_PER_NODE=2,
+        MAX_RESTARTS=0,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (root / "runs/f/metrics.jsonl").read_text().splitlines()
     assert '"step": 20' in lines[-1]
     sample = subprocess.run(
-        [sys.executable, "-m", "fsdpproj.sample", "--checkpoint", "runs/f/checkpoints/last.pt",
-         "--prompt", "a", "--max-new-tokens", "10"],
-        cwd=root, env=env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "fsdpproj.sample",
+            "--checkpoint",
+            "runs/f/checkpoints/last.pt",
+            "--prompt",
+            "a",
+            "--max-new-tokens",
+            "10",
+        ],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert sample.returncode == 0 and len(sample.stdout.strip()) == 11, sample.stderr
 
@@ -111,11 +173,29 @@ def test_two_nodes_on_loopback(tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [
         subprocess.Popen(
-            ["bash", "scripts/train_multinode.sh", "--max-steps", "10", "--out-dir", "runs/mn",
-             "--device", "cpu", "--num-samples", "512"],
-            cwd=root, env=env(NNODES=2, NPROC_PER_NODE=1, RDZV_ENDPOINT=endpoint,
-                              RDZV_ID="twonode-test", MAX_RESTARTS=0),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                "bash",
+                "scripts/train_multinode.sh",
+                "--max-steps",
+                "10",
+                "--out-dir",
+                "runs/mn",
+                "--device",
+                "cpu",
+                "--num-samples",
+                "512",
+            ],
+            cwd=root,
+            env=env(
+                NNODES=2,
+                NPROC_PER_NODE=1,
+                RDZV_ENDPOINT=endpoint,
+                RDZV_ID="twonode-test",
+                MAX_RESTARTS=0,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -131,15 +211,42 @@ def worker_pids(agent: int) -> list[int]:
 
 def test_killed_worker_restarts_and_resumes_exactly(tmp_path):
     root = make_project(tmp_path, "elastic", model="mlp", ddp=True)
-    args = ["--max-steps", "150", "--save-every", "20", "--eval-every", "50", "--device", "cpu",
-            "--num-samples", "2048", "--batch-size", "32"]
+    args = [
+        "--max-steps",
+        "150",
+        "--save-every",
+        "20",
+        "--eval-every",
+        "50",
+        "--device",
+        "cpu",
+        "--num-samples",
+        "2048",
+        "--batch-size",
+        "32",
+    ]
     full = torchrun(root, *args, "--out-dir", "runs/full", NPROC_PER_NODE=2, MAX_RESTARTS=0)
     assert full.returncode == 0, full.stderr[-3000:]
 
     agent = subprocess.Popen(
-        ["torchrun", "--standalone", "--nproc-per-node=2", "--max-restarts=1", "-m",
-         "elastic.train", "--resume", "auto", *args, "--out-dir", "runs/cut"],
-        cwd=root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node=2",
+            "--max-restarts=1",
+            "-m",
+            "elastic.train",
+            "--resume",
+            "auto",
+            *args,
+            "--out-dir",
+            "runs/cut",
+        ],
+        cwd=root,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     last = root / "runs/cut/checkpoints/last.pt"
     deadline = time.time() + 120
@@ -160,10 +267,26 @@ def test_killed_worker_restarts_and_resumes_exactly(tmp_path):
 def test_sigterm_under_torchrun_saves_and_exits(tmp_path):
     root = make_project(tmp_path, "preempt", model="mlp", ddp=True)
     agent = subprocess.Popen(
-        ["torchrun", "--standalone", "--nproc-per-node=2", "-m", "preempt.train",
-         "--max-steps", "100000", "--save-every", "100000", "--device", "cpu",
-         "--out-dir", "runs/p"],
-        cwd=root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "preempt.train",
+            "--max-steps",
+            "100000",
+            "--save-every",
+            "100000",
+            "--device",
+            "cpu",
+            "--out-dir",
+            "runs/p",
+        ],
+        cwd=root,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     log = root / "runs/p/metrics.jsonl"
     deadline = time.time() + 120
@@ -186,13 +309,28 @@ def test_slurm_script_runs_the_right_commands(tmp_path):
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
     result = subprocess.run(
-        ["bash", str(script), "--max-steps", "5"], cwd=root, capture_output=True, text=True,
-        env=env(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_NODELIST="node[7-8]",
-                SLURM_JOB_NUM_NODES=2, SLURM_JOB_ID=4242, SLURM_GPUS_ON_NODE=4),
+        ["bash", str(script), "--max-steps", "5"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=env(
+            PATH=f"{bin_dir}:{os.environ['PATH']}",
+            SLURM_JOB_NODELIST="node[7-8]",
+            SLURM_JOB_NUM_NODES=2,
+            SLURM_JOB_ID=4242,
+            SLURM_GPUS_ON_NODE=4,
+        ),
     )
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
-    for part in ["srun torchrun", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
-                 "--rdzv-endpoint=node7:29500", "--rdzv-id=4242", "-m slurmy.train",
-                 "--resume auto --max-steps 5"]:
+    for part in [
+        "srun torchrun",
+        "--nnodes=2",
+        "--nproc-per-node=4",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node7:29500",
+        "--rdzv-id=4242",
+        "-m slurmy.train",
+        "--resume auto --max-steps 5",
+    ]:
         assert part in line, (part, line)

@@ -8,10 +8,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from update_examples import EXAMPLES  # noqa: E402
+from update_examples import EXAMPLES
 
-from scaffold.generate import render  # noqa: E402
-from scaffold.spec import build_spec  # noqa: E402
+from scaffold.generate import render
+from scaffold.spec import build_spec
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -21,6 +21,6 @@ def test_example_is_current(name):
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert on_disk == set(expected), "run: python scripts/update_examples.py"
     for rel, text in expected.items():
-        assert (folder / rel).read_text(encoding="utf-8") == text, (
-            f"examples/{name}/{rel} is stale; run: python scripts/update_examples.py"
-        )
+        assert (folder / rel).read_text(
+            encoding="utf-8"
+        ) == text, f"examples/{name}/{rel} is stale; run: python scripts/update_examples.py"

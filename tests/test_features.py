@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_project
+
 from scaffold.generate import render
 from scaffold.spec import OPTION_BY_NAME, build_spec
 
@@ -38,11 +38,21 @@ def test_amp_uses_the_modern_api_and_unscales_before_clipping():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", OPTION_BY_NAME["model"].values)
 def test_all_flags_together_pass_the_project_tests(tmp_path, model):
-    root = make_project(tmp_path, f"all_{model}", model=model, amp=True, ema=True,
-                        compile=True, grad_checkpointing=True)
+    root = make_project(
+        tmp_path,
+        f"all_{model}",
+        model=model,
+        amp=True,
+        ema=True,
+        compile=True,
+        grad_checkpointing=True,
+    )
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=root, capture_output=True, text=True, timeout=600,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
@@ -51,8 +61,17 @@ def test_all_flags_together_pass_the_project_tests(tmp_path, model):
 def test_compiled_checkpoints_load_into_plain_models(project, tmp_path):
     with project("compiled", model="gpt", compile=True) as p:
         Config = p.module("config").Config
-        cfg = Config(out_dir=str(tmp_path), device="cpu", max_steps=3, eval_every=3,
-                     d_model=32, d_ff=64, n_layers=1, seq_len=16, corpus_chars=3000)
+        cfg = Config(
+            out_dir=str(tmp_path),
+            device="cpu",
+            max_steps=3,
+            eval_every=3,
+            d_model=32,
+            d_ff=64,
+            n_layers=1,
+            seq_len=16,
+            corpus_chars=3000,
+        )
         p.module("train").train(cfg)
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "checkpoints/last.pt")
         assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])

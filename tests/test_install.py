@@ -20,8 +20,15 @@ def test_wheel_install_ships_the_templates(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
-        [py, "-c", "import scaffold, scaffold.render as r; print(scaffold.__file__, r.templates_dir())"],
-        cwd=elsewhere, check=True, capture_output=True, text=True,
+        [
+            py,
+            "-c",
+            "import scaffold, scaffold.render as r; print(scaffold.__file__, r.templates_dir())",
+        ],
+        cwd=elsewhere,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert str(venv) in where and str(ROOT) not in where, where
     subprocess.run([venv / "bin" / "dlgen", "new", "demo"], cwd=elsewhere, check=True)

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ProjectImport, make_project
+
 from scaffold.context import TEST_PROFILES
 from scaffold.errors import SpecError
 from scaffold.formatting import needs_black
@@ -42,9 +42,21 @@ def test_pairwise_rows_are_clean(tmp_path):
                 compile(text, rel, "exec")
                 (tmp_path / f"r{i}_{rel.replace('/', '_')}").write_text(text)
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select",
-         "F,E9,B,UP", "--target-version", "py311", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--select",
+            "F,E9,B,UP",
+            "--target-version",
+            "py311",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout
 

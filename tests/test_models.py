@@ -94,10 +94,25 @@ def test_cnn_head_works_for_any_input_size(project):
     "model, chance, threshold, overrides",
     [
         ("cnn", "classes", 0.7, {"max_steps": 200, "channels": [16, 32], "num_samples": 1024}),
-        ("transformer", "classes", 0.7, {"max_steps": 200, "d_model": 64, "d_ff": 128,
-                                         "n_layers": 1, "seq_len": 32}),
-        ("gpt", "unigram", 0.6, {"max_steps": 300, "d_model": 64, "d_ff": 256, "n_layers": 2,
-                                 "seq_len": 32, "corpus_chars": 30000}),
+        (
+            "transformer",
+            "classes",
+            0.7,
+            {"max_steps": 200, "d_model": 64, "d_ff": 128, "n_layers": 1, "seq_len": 32},
+        ),
+        (
+            "gpt",
+            "unigram",
+            0.6,
+            {
+                "max_steps": 300,
+                "d_model": 64,
+                "d_ff": 256,
+                "n_layers": 2,
+                "seq_len": 32,
+                "corpus_chars": 30000,
+            },
+        ),
     ],
 )
 def test_models_learn_their_synthetic_data(project, tmp_path, model, chance, threshold, overrides):
@@ -126,8 +141,13 @@ def test_cnn_trains_on_an_npz_file(project, tmp_path):
     np.savez(tmp_path / "images.npz", x=x, y=y)
     with project("npzproj", model="cnn") as p:
         cfg = p.module("config").Config(
-            out_dir=str(tmp_path / "run"), device="cpu", data_path=str(tmp_path / "images.npz"),
-            batch_size=32, max_steps=80, eval_every=80, channels=[8, 16],
+            out_dir=str(tmp_path / "run"),
+            device="cpu",
+            data_path=str(tmp_path / "images.npz"),
+            batch_size=32,
+            max_steps=80,
+            eval_every=80,
+            channels=[8, 16],
         )
         metrics = p.module("train").train(cfg)
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/last.pt")
@@ -148,14 +168,25 @@ def test_transformer_trains_on_a_tsv_file(project, tmp_path):
     (tmp_path / "reviews.tsv").write_text("\n".join(lines) + "\n")
     with project("tsvproj", model="transformer") as p:
         cfg = p.module("config").Config(
-            out_dir=str(tmp_path / "run"), device="cpu", data_path=str(tmp_path / "reviews.tsv"),
-            tokenizer="word", batch_size=32, max_steps=100, eval_every=100, seq_len=16,
-            d_model=32, d_ff=64, n_layers=1, lr=3e-3,
+            out_dir=str(tmp_path / "run"),
+            device="cpu",
+            data_path=str(tmp_path / "reviews.tsv"),
+            tokenizer="word",
+            batch_size=32,
+            max_steps=100,
+            eval_every=100,
+            seq_len=16,
+            d_model=32,
+            d_ff=64,
+            n_layers=1,
+            lr=3e-3,
         )
         metrics = p.module("train").train(cfg)
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert ckpt["data"]["classes"] == ["neg", "pos"]
-    assert "great" in ckpt["data"]["vocab"] and ckpt["config"]["vocab_size"] == len(ckpt["data"]["vocab"])
+    assert "great" in ckpt["data"]["vocab"] and ckpt["config"]["vocab_size"] == len(
+        ckpt["data"]["vocab"]
+    )
     assert metrics["accuracy"] > 0.9
 
 
@@ -163,13 +194,29 @@ def test_gpt_trains_on_a_text_file_and_samples(project, tmp_path, capsys):
     (tmp_path / "poem.txt").write_text("the cat sat on the mat. " * 200)
     with project("textproj", model="gpt") as p:
         cfg = p.module("config").Config(
-            out_dir=str(tmp_path / "run"), device="cpu", data_path=str(tmp_path / "poem.txt"),
-            max_steps=80, eval_every=80, seq_len=16, d_model=32, d_ff=64, n_layers=1, lr=3e-3,
+            out_dir=str(tmp_path / "run"),
+            device="cpu",
+            data_path=str(tmp_path / "poem.txt"),
+            max_steps=80,
+            eval_every=80,
+            seq_len=16,
+            d_model=32,
+            d_ff=64,
+            n_layers=1,
+            lr=3e-3,
             batch_size=16,
         )
         metrics = p.module("train").train(cfg)
-        p.module("sample").main(["--checkpoint", str(tmp_path / "run/checkpoints/best.pt"),
-                                 "--prompt", "the ", "--max-new-tokens", "20"])
+        p.module("sample").main(
+            [
+                "--checkpoint",
+                str(tmp_path / "run/checkpoints/best.pt"),
+                "--prompt",
+                "the ",
+                "--max-new-tokens",
+                "20",
+            ]
+        )
     out = capsys.readouterr().out
     assert out.startswith("the ") and len(out.strip()) == 24
     assert metrics["loss"] < 1.0
@@ -177,7 +224,7 @@ def test_gpt_trains_on_a_text_file_and_samples(project, tmp_path, capsys):
 
 def closed_form(scheduler, step, total, lr):
     """The learning rate of each generated schedule at an optimizer step, by its formula."""
-    cos = lambda t, T: 0.5 * lr * (1 + math.cos(math.pi * t / T))  # noqa: E731
+    cos = lambda t, T: 0.5 * lr * (1 + math.cos(math.pi * t / T))
     if scheduler == "none":
         return lr
     if scheduler == "cosine":
@@ -202,15 +249,23 @@ def test_logged_lr_follows_the_schedule(project, tmp_path, scheduler):
     total = 120
     with project(f"sched_{scheduler.replace('-', '_')}", scheduler=scheduler) as p:
         cfg = p.module("config").Config(
-            out_dir=str(tmp_path), device="cpu", max_steps=total, log_every=1, eval_every=total,
-            num_samples=256, batch_size=8, grad_accum_steps=2,
+            out_dir=str(tmp_path),
+            device="cpu",
+            max_steps=total,
+            log_every=1,
+            eval_every=total,
+            num_samples=256,
+            batch_size=8,
+            grad_accum_steps=2,
         )
         p.module("train").train(cfg)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     logged = [e["lr"] for e in map(json.loads, lines) if e["split"] == "train"]
     assert len(logged) == total
     for step, lr in enumerate(logged):
-        assert lr == pytest.approx(closed_form(scheduler, step, total, cfg.lr), rel=1e-6, abs=1e-12), step
+        assert lr == pytest.approx(
+            closed_form(scheduler, step, total, cfg.lr), rel=1e-6, abs=1e-12
+        ), step
 
 
 def test_grad_clip_bounds_the_norm_and_label_smoothing_follows_the_formula(project, tmp_path):
@@ -220,7 +275,7 @@ def test_grad_clip_bounds_the_norm_and_label_smoothing_follows_the_formula(proje
         logits, y = torch.randn(16, 4), torch.randint(4, (16,))
         smoothed = train_mod.loss_fn(cfg, logits, y)
         logp = logits.log_softmax(-1)
-        expected = (0.8 * -logp.gather(1, y[:, None]).mean() + 0.2 * -logp.mean(dim=1).mean())
+        expected = 0.8 * -logp.gather(1, y[:, None]).mean() + 0.2 * -logp.mean(dim=1).mean()
         torch.testing.assert_close(smoothed, expected)
 
         model = p.module("model").build_model(cfg)
@@ -236,8 +291,15 @@ def test_grad_clip_bounds_the_norm_and_label_smoothing_follows_the_formula(proje
 
         train_mod.nn.utils.clip_grad_norm_ = spy
         try:
-            train_mod.train(Config(out_dir=str(tmp_path), device="cpu", max_steps=10,
-                                   grad_clip=0.05, num_samples=256))
+            train_mod.train(
+                Config(
+                    out_dir=str(tmp_path),
+                    device="cpu",
+                    max_steps=10,
+                    grad_clip=0.05,
+                    num_samples=256,
+                )
+            )
         finally:
             train_mod.nn.utils.clip_grad_norm_ = real
         assert len(norms) == 10
@@ -269,14 +331,26 @@ def test_cnn_trains_on_an_image_folder_and_predicts(project, tmp_path, capsys):
             Image.fromarray(pixels.numpy()).save(tmp_path / "imgs" / label / f"{i}.png")
     with project("folderproj", model="cnn") as p:
         cfg = p.module("config").Config(
-            out_dir=str(tmp_path / "run"), device="cpu", data_path=str(tmp_path / "imgs"),
-            image_size=16, batch_size=16, max_steps=40, eval_every=40, channels=[8, 16],
+            out_dir=str(tmp_path / "run"),
+            device="cpu",
+            data_path=str(tmp_path / "imgs"),
+            image_size=16,
+            batch_size=16,
+            max_steps=40,
+            eval_every=40,
+            channels=[8, 16],
         )
         metrics = p.module("train").train(cfg)
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/best.pt")
         assert ckpt["data"]["classes"] == ["blue", "red"] and ckpt["config"]["image_size"] == 16
-        p.module("predict").main(["--checkpoint", str(tmp_path / "run/checkpoints/best.pt"),
-                                  "--data-path", str(tmp_path / "imgs/red")])
+        p.module("predict").main(
+            [
+                "--checkpoint",
+                str(tmp_path / "run/checkpoints/best.pt"),
+                "--data-path",
+                str(tmp_path / "imgs/red"),
+            ]
+        )
     lines = capsys.readouterr().out.strip().splitlines()
     assert metrics["accuracy"] > 0.9 and len(lines) == 40
     assert sum(line.endswith("\tred") for line in lines) >= 36

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import make_project
+
 from scaffold.spec import OPTION_BY_NAME
 
 torch = pytest.importorskip("torch")
@@ -38,12 +38,17 @@ def test_mlp_trains_on_a_csv_with_text_labels(project, tmp_path):
     x = torch.randn(300, 3, generator=g)
     labels = ["cat" if row[0] + row[1] > 0 else "dog" for row in x.tolist()]
     csv = tmp_path / "pets.csv"
-    rows = [f"{a:.4f},{b:.4f},{c:.4f},{y}" for (a, b, c), y in zip(x.tolist(), labels)]
+    rows = [f"{a:.4f},{b:.4f},{c:.4f},{y}" for (a, b, c), y in zip(x.tolist(), labels, strict=True)]
     csv.write_text("a,b,c,species\n" + "\n".join(rows) + "\n")
     with project("csvproj") as p:
         cfg = p.module("config").Config(
-            out_dir=str(tmp_path / "run"), device="cpu", data_path=str(csv), target="species",
-            batch_size=32, max_steps=120, eval_every=120,
+            out_dir=str(tmp_path / "run"),
+            device="cpu",
+            data_path=str(csv),
+            target="species",
+            batch_size=32,
+            max_steps=120,
+            eval_every=120,
         )
         metrics = p.module("train").train(cfg)
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/best.pt")
@@ -60,7 +65,10 @@ def test_generated_test_suite_passes(tmp_path, options):
     root = make_project(tmp_path, "suite", **options)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -83,8 +91,9 @@ def test_kill_9_then_resume_auto_is_exact(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert metrics.exists()
-    subprocess.run(run + ["--out-dir", "cut", "--resume", "auto"], cwd=root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        run + ["--out-dir", "cut", "--resume", "auto"], cwd=root, check=True, capture_output=True
+    )
     full = torch.load(root / "full/checkpoints/last.pt", weights_only=True)
     cut = torch.load(root / "cut/checkpoints/last.pt", weights_only=True)
     assert cut["step"] == full["step"] == 400

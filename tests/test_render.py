@@ -74,9 +74,21 @@ def test_matrix_is_ruff_clean(matrix_files, tmp_path):
     for i, (_, text) in enumerate(matrix_files.values()):
         (tmp_path / f"f{i}.py").write_text(text)
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F,E9,B,UP",
-         "--target-version", "py311", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--select",
+            "F,E9,B,UP",
+            "--target-version",
+            "py311",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout
 
@@ -92,7 +104,12 @@ def test_only_the_code_you_asked_for():
 
 
 def test_no_deprecated_apis_in_any_combination(matrix_files):
-    banned = ["torch.cuda.amp", "torch.save(model", "-1e9", "CosineAnnealingWarmRestarts(optimizer, T_0=10"]
+    banned = [
+        "torch.cuda.amp",
+        "torch.save(model",
+        "-1e9",
+        "CosineAnnealingWarmRestarts(optimizer, T_0=10",
+    ]
     for where, text in matrix_files.values():
         code = code_only(text)
         for needle in banned:

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import make_project
 
 torch = pytest.importorskip("torch")
@@ -62,8 +61,9 @@ def test_data_errors_are_one_clear_line(project, tmp_path, capsys, content, need
     if content is not None:
         path.write_text(content)
     with project("dataerr") as p:
-        code, err = run_main(p, "train", ["--data-path", str(path), "--out-dir", str(tmp_path)],
-                             capsys)
+        code, err = run_main(
+            p, "train", ["--data-path", str(path), "--out-dir", str(tmp_path)], capsys
+        )
     assert code != 0 and needle in err and err.count("\n") == 1, err
 
 
@@ -77,8 +77,9 @@ def test_text_too_short_for_seq_len(project, tmp_path, capsys):
 def test_damaged_checkpoints(project, tmp_path, capsys):
     with project("ckerr") as p:
         Config, train = p.module("config").Config, p.module("train").train
-        cfg = Config(out_dir=str(tmp_path), device="cpu", max_steps=20, save_every=10,
-                     num_samples=256)
+        cfg = Config(
+            out_dir=str(tmp_path), device="cpu", max_steps=20, save_every=10, num_samples=256
+        )
         train(cfg)
         last = tmp_path / "checkpoints/last.pt"
         last.write_bytes(last.read_bytes()[:100])  # truncated, as by a full disk
@@ -89,8 +90,13 @@ def test_damaged_checkpoints(project, tmp_path, capsys):
         code, err = run_main(p, "train", ["--resume", str(tmp_path / "nope.pt")], capsys)
         assert code != 0 and "no checkpoint at" in err
         # A checkpoint of another architecture names what differs.
-        other = Config(out_dir=str(tmp_path / "b"), device="cpu", resume=str(tmp_path / "checkpoints/best.pt"),
-                       hidden_dims=[32], num_samples=256)
+        other = Config(
+            out_dir=str(tmp_path / "b"),
+            device="cpu",
+            resume=str(tmp_path / "checkpoints/best.pt"),
+            hidden_dims=[32],
+            num_samples=256,
+        )
         with pytest.raises(ckpt_mod.CheckpointError, match="different model config.*shapes differ"):
             train(other)
 
@@ -108,8 +114,14 @@ def test_nan_loss_stops_and_keeps_the_good_checkpoint(project, tmp_path):
 
         train_mod.loss_fn = poisoned
         try:
-            cfg = p.module("config").Config(out_dir=str(tmp_path), device="cpu", max_steps=30,
-                                            save_every=5, eval_every=100, num_samples=256)
+            cfg = p.module("config").Config(
+                out_dir=str(tmp_path),
+                device="cpu",
+                max_steps=30,
+                save_every=5,
+                eval_every=100,
+                num_samples=256,
+            )
             # call 15 = one evaluation at step 0, then step 14
             with pytest.raises(FloatingPointError, match="at step 14"):
                 train_mod.train(cfg)
@@ -153,8 +165,20 @@ def test_ctrl_c_saves_and_exits_130_then_resumes_exactly(project, tmp_path):
 def test_sigterm_saves_and_exits_143(tmp_path):
     root = make_project(tmp_path, "sigterm")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sigterm.train", "--max-steps", "100000", "--save-every", "100000",
-         "--device", "cpu"], cwd=root, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sigterm.train",
+            "--max-steps",
+            "100000",
+            "--save-every",
+            "100000",
+            "--device",
+            "cpu",
+        ],
+        cwd=root,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     metrics = root / "runs/default/metrics.jsonl"
     deadline = time.time() + 60
@@ -179,8 +203,9 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
         "print('saved', flush=True)\n"
         "save_checkpoint(path, {'step': 2, 'w': torch.zeros(60_000_000)}, keep_previous=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "saved"
     deadline = time.time() + 60
     while time.time() < deadline and not list((root / "ck").glob(".last.pt.*.tmp")):

@@ -8,13 +8,13 @@ import tomllib
 
 import black
 import pytest
+from test_render import code_only
 from typer.testing import CliRunner
 
 from scaffold.cli import app
 from scaffold.generate import render, snippet
 from scaffold.render import templates_dir
 from scaffold.spec import SNIPPETS, build_spec, snippet_spec
-from test_render import code_only
 
 NAMES = [s.name for s in SNIPPETS]
 
@@ -31,8 +31,11 @@ def texts(lang: str) -> list[str]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_snippet_renders_clean_in_both_languages(name, tmp_path):
-    variants = {(lang, teach): snippet(name, teach=teach, lang=lang)
-                for lang in ("en", "zh") for teach in (False, True)}
+    variants = {
+        (lang, teach): snippet(name, teach=teach, lang=lang)
+        for lang in ("en", "zh")
+        for teach in (False, True)
+    }
     for (lang, teach), text in variants.items():
         compile(text, name, "exec")
         assert black.format_str(text, mode=black.Mode()) == text, (lang, teach)
@@ -48,17 +51,30 @@ def test_every_snippet_renders_clean_in_both_languages(name, tmp_path):
     for lang_text in (variants["zh", True], variants["zh", False]):
         assert not any(sentence in lang_text for sentence in english)
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select",
-         "F,E9,B,UP", "--target-version", "py311", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--select",
+            "F,E9,B,UP",
+            "--target-version",
+            "py311",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout
 
 
 def top_level(source: str) -> dict[str, str]:
     tree = ast.parse(source)
-    return {n.name: ast.unparse(n) for n in tree.body
-            if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return {
+        n.name: ast.unparse(n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -118,8 +134,9 @@ EXPECT = {
 def test_snippet_demos_run_and_show_their_point(name, tmp_path):
     path = tmp_path / f"{name}.py"
     path.write_text(snippet(name, teach=True, lang="zh"))
-    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert EXPECT[name] in result.stdout, result.stdout
 
@@ -128,8 +145,11 @@ def comments_and_docstrings(source: str) -> list[str]:
     import io
     import tokenize
 
-    found = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline)
-             if t.type == tokenize.COMMENT]
+    found = [
+        t.string
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        if t.type == tokenize.COMMENT
+    ]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
             doc = ast.get_docstring(node, clean=False)
@@ -160,8 +180,17 @@ def test_a_teach_zh_project_trains(project, tmp_path):
     with project("kecheng", model="transformer", teach=True, lang="zh") as p:
         text = (p.path / "kecheng" / "train.py").read_text()
         assert "梯度" in text and "学习率" in text
-        cfg = p.module("config").Config(out_dir=str(tmp_path), device="cpu", max_steps=30,
-                                         eval_every=30, num_samples=256, d_model=32,
-                                         d_ff=64, n_layers=1, seq_len=16, lr=3e-3)
+        cfg = p.module("config").Config(
+            out_dir=str(tmp_path),
+            device="cpu",
+            max_steps=30,
+            eval_every=30,
+            num_samples=256,
+            d_model=32,
+            d_ff=64,
+            n_layers=1,
+            seq_len=16,
+            lr=3e-3,
+        )
         metrics = p.module("train").train(cfg)
     assert metrics["accuracy"] > 0.5

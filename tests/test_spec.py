@@ -65,7 +65,9 @@ def test_config_fields_follow_the_options():
     assert "step_size" in names and "warmup_steps" not in names
     sgd = {f.name: f for f in config_fields(build_spec("demo", optimizer="sgd"))}
     assert sgd["lr"].default == 0.05 and "betas" not in sgd
-    assert "label_smoothing" not in [f.name for f in config_fields(build_spec("d", task="regression"))]
+    assert "label_smoothing" not in [
+        f.name for f in config_fields(build_spec("d", task="regression"))
+    ]
 
 
 def test_answers_rebuild_the_same_spec():
@@ -73,3 +75,14 @@ def test_answers_rebuild_the_same_spec():
         spec = build_spec("demo", **options)
         assert build_spec("demo", **spec.answers()) == spec
     assert "attention" not in build_spec("demo", model="mlp").answers()
+
+
+def test_dlgen_itself_is_black_and_ruff_clean():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dirs = [str(root / d) for d in ("scaffold", "tests", "scripts", "benchmarks")]
+    subprocess.run([sys.executable, "-m", "black", "--check", "-q", *dirs], check=True, cwd=root)
+    subprocess.run([sys.executable, "-m", "ruff", "check", "-q", *dirs], check=True, cwd=root)
