@@ -354,3 +354,30 @@ def test_cnn_trains_on_an_image_folder_and_predicts(project, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert metrics["accuracy"] > 0.9 and len(lines) == 40
     assert sum(line.endswith("\tred") for line in lines) >= 36
+
+
+def test_dropout_batch_norm_and_weight_decay_fields_take_effect(project):
+    with project("regfields", model="cnn") as p:
+        Config, build = p.module("config").Config, p.module("model").build_model
+        x = torch.randn(4, 3, 16, 16)
+        model = build(Config(dropout=0.5)).train()
+        assert not torch.equal(model(x), model(x))  # dropout is on in training
+        model.eval()
+        assert torch.equal(model(x), model(x))  # and off in evaluation
+        assert any(isinstance(m, nn.BatchNorm2d) for m in build(Config()).modules())
+        assert not any(
+            isinstance(m, nn.BatchNorm2d) for m in build(Config(batch_norm=False)).modules()
+        )
+
+        cfg = Config(lr=0.1, weight_decay=0.5, batch_norm=True)
+        model = build(cfg)
+        opt = p.module("train").configure_optimizer(model, cfg, torch.device("cpu"))
+        before = {n: q.detach().clone() for n, q in model.named_parameters()}
+        for q in model.parameters():
+            q.grad = torch.zeros_like(q)
+        opt.step()  # zero gradients: only the decoupled weight decay moves anything
+        for name, q in model.named_parameters():
+            if q.dim() >= 2:
+                torch.testing.assert_close(q, before[name] * (1 - 0.1 * 0.5))
+            else:
+                assert torch.equal(q, before[name]), name

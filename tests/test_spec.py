@@ -86,3 +86,9 @@ def test_dlgen_itself_is_black_and_ruff_clean():
     dirs = [str(root / d) for d in ("scaffold", "tests", "scripts", "benchmarks")]
     subprocess.run([sys.executable, "-m", "black", "--check", "-q", *dirs], check=True, cwd=root)
     subprocess.run([sys.executable, "-m", "ruff", "check", "-q", *dirs], check=True, cwd=root)
+
+
+def test_options_doc_is_generated_from_the_spec():
+    from scaffold.docs import DOC, options_markdown
+
+    assert DOC.read_text(encoding="utf-8") == options_markdown(), "run: python -m scaffold.docs"
