@@ -24,3 +24,21 @@ def test_example_is_current(name):
         assert (folder / rel).read_text(
             encoding="utf-8"
         ) == text, f"examples/{name}/{rel} is stale; run: python scripts/update_examples.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_passes_its_own_tests(name, tmp_path):
+    import shutil
+    import subprocess
+
+    folder = tmp_path / name
+    shutil.copytree(ROOT / "examples" / name, folder)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
