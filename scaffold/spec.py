@@ -428,7 +428,8 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("min_lr", "float", 0.0, "learning rate at the bottom of each cycle"),
     ),
     ("scheduler", "onecycle"): (
-        F("pct_start", "float", 0.3, "share of the run spent raising the rate to lr"),
+        F("max_lr", "float", -1.0, "peak learning rate of the cycle; -1 = lr"),
+        F("pct_start", "float", 0.3, "share of the run spent raising the rate to the peak"),
     ),
 }
 
