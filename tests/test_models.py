@@ -381,3 +381,16 @@ def test_dropout_batch_norm_and_weight_decay_fields_take_effect(project):
                 torch.testing.assert_close(q, before[name] * (1 - 0.1 * 0.5))
             else:
                 assert torch.equal(q, before[name]), name
+
+
+def test_onecycle_peaks_at_max_lr(project, tmp_path):
+    with project("peak", scheduler="onecycle") as p:
+        cfg = p.module("config").Config(max_lr=0.01)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        scheduler = p.module("train").build_scheduler(optimizer, cfg, total_steps=100)
+        lrs = []
+        for _ in range(100):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    assert max(lrs) == pytest.approx(0.01) and lrs[0] == pytest.approx(0.01 / 25)
