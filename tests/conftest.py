@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +24,40 @@ def make_project(root: Path, name: str, **options) -> Path:
     target = root / name
     generate(build_spec(name, **options), target)
     return target
+
+
+def assert_ruff_clean(folder: Path) -> None:
+    """One ruff run over every .py file under folder: pyflakes, bugbear, pyupgrade."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--select",
+            "F,E9,B,UP",
+            "--target-version",
+            "py311",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def assert_project_tests_pass(root: Path, timeout: int = 600) -> None:
+    """Run a generated project's own test suite in a subprocess, as its user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
 class ProjectImport:

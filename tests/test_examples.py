@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from conftest import assert_project_tests_pass
 from update_examples import EXAMPLES
 
 from scaffold.generate import render
@@ -30,15 +31,7 @@ def test_example_is_current(name):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_passes_its_own_tests(name, tmp_path):
     import shutil
-    import subprocess
 
     folder = tmp_path / name
     shutil.copytree(ROOT / "examples" / name, folder)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert_project_tests_pass(folder)

@@ -1,10 +1,7 @@
 """--amp, --grad-checkpointing, --compile and --ema, alone and together."""
 
-import subprocess
-import sys
-
 import pytest
-from conftest import make_project
+from conftest import assert_project_tests_pass, make_project
 
 from scaffold.generate import render
 from scaffold.spec import OPTION_BY_NAME, build_spec
@@ -47,14 +44,7 @@ def test_all_flags_together_pass_the_project_tests(tmp_path, model):
         compile=True,
         grad_checkpointing=True,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert_project_tests_pass(root)
 
 
 @pytest.mark.slow

@@ -1,11 +1,8 @@
 """The pairwise matrix, computed from the option spec: every valid pair of option values
 renders clean code and trains."""
 
-import subprocess
-import sys
-
 import pytest
-from conftest import ProjectImport, make_project
+from conftest import ProjectImport, assert_ruff_clean, make_project
 
 from scaffold.context import TEST_PROFILES
 from scaffold.errors import SpecError
@@ -41,24 +38,7 @@ def test_pairwise_rows_are_clean(tmp_path):
                 assert not needs_black(text), f"{spec}: {rel}"
                 compile(text, rel, "exec")
                 (tmp_path / f"r{i}_{rel.replace('/', '_')}").write_text(text)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "--no-cache",
-            "--isolated",
-            "--select",
-            "F,E9,B,UP",
-            "--target-version",
-            "py311",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_ruff_clean(tmp_path)
 
 
 @pytest.mark.parametrize("row", range(len(ROWS)))

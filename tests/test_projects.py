@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import make_project
+from conftest import assert_project_tests_pass, make_project
 
 from scaffold.spec import OPTION_BY_NAME
 
@@ -63,14 +63,7 @@ def test_mlp_trains_on_a_csv_with_text_labels(project, tmp_path):
 )
 def test_generated_test_suite_passes(tmp_path, options):
     root = make_project(tmp_path, "suite", **options)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_project_tests_pass(root, timeout=300)
 
 
 @pytest.mark.slow

@@ -3,12 +3,11 @@
 import ast
 import hashlib
 import re
-import subprocess
-import sys
 
 import black
 import jinja2
 import pytest
+from conftest import assert_ruff_clean
 
 from scaffold.context import build_context
 from scaffold.formatting import needs_black
@@ -73,24 +72,7 @@ def test_each_model_is_black_stable(model):
 def test_matrix_is_ruff_clean(matrix_files, tmp_path):
     for i, (_, text) in enumerate(matrix_files.values()):
         (tmp_path / f"f{i}.py").write_text(text)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "--no-cache",
-            "--isolated",
-            "--select",
-            "F,E9,B,UP",
-            "--target-version",
-            "py311",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_ruff_clean(tmp_path)
 
 
 def test_only_the_code_you_asked_for():

@@ -8,6 +8,7 @@ import tomllib
 
 import black
 import pytest
+from conftest import assert_ruff_clean
 from test_render import code_only
 from typer.testing import CliRunner
 
@@ -50,24 +51,7 @@ def test_every_snippet_renders_clean_in_both_languages(name, tmp_path):
     english = [t[:40] for t in set(texts("en")) - set(texts("zh")) if t.count(" ") > 4]
     for lang_text in (variants["zh", True], variants["zh", False]):
         assert not any(sentence in lang_text for sentence in english)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "--no-cache",
-            "--isolated",
-            "--select",
-            "F,E9,B,UP",
-            "--target-version",
-            "py311",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_ruff_clean(tmp_path)
 
 
 def top_level(source: str) -> dict[str, str]:
