@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from scaffold.formatting import LINE_LENGTH
 from scaffold.spec import ProjectSpec, generated_files_claimed
 
 
@@ -74,7 +75,6 @@ def comment_texts(lang: str) -> dict[str, dict[str, str]]:
 MARKER = re.compile(r'^(?P<indent>[ ]*)(?P<doc>""")?#: (?P<id>[a-z0-9_]+)(?P=doc)?$')
 # `code  #: id` becomes `code  # <brief>`: a short trailing comment, brief text only.
 TRAILING = re.compile(r"^(?P<code>[ ]*\S.*?)  #: (?P<id>[a-z0-9_]+)$")
-WIDTH = 88
 
 
 # Closing punctuation stays at the end of a line, never starts the next one.
@@ -128,7 +128,7 @@ def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -
             continue
         indent = m["indent"]
         if m["doc"]:
-            body = wrap(text, WIDTH - len(indent) - 6)
+            body = wrap(text, LINE_LENGTH - len(indent) - 6)
             if len(body) == 1:
                 out.append(f'{indent}"""{body[0]}"""')
             else:
@@ -136,7 +136,7 @@ def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -
                 out += [f"{indent}{b}" if b else "" for b in body[1:]]
                 out.append(f'{indent}"""')
         else:
-            out += [f"{indent}# {b}".rstrip() for b in wrap(text, WIDTH - len(indent) - 2)]
+            out += [f"{indent}# {b}".rstrip() for b in wrap(text, LINE_LENGTH - len(indent) - 2)]
     return "\n".join(out)
 
 
