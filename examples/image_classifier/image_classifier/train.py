@@ -314,6 +314,10 @@ def train(cfg: Config) -> dict:
         state = checkpoint()  # every rank takes part in gathering
         if rank == 0:
             save_checkpoint(path, state, keep_previous=keep_previous)
+        if world > 1:
+            # The others wait until rank 0 has written the file, so every rank leaves
+            # save() with the checkpoint on disk.
+            dist.barrier()
 
     def validate() -> dict:
         nonlocal best
