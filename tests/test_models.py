@@ -45,7 +45,7 @@ def test_attention_and_encoder_layer_match_pytorch(project, attention):
             ).eval()
             copy_attention(layer.attn, ref.self_attn)
             layer.ff[0].load_state_dict(ref.linear1.state_dict())
-            layer.ff[3].load_state_dict(ref.linear2.state_dict())
+            layer.ff[2].load_state_dict(ref.linear2.state_dict())
             layer.norm1.load_state_dict(ref.norm1.state_dict())
             layer.norm2.load_state_dict(ref.norm2.state_dict())
             torch.testing.assert_close(

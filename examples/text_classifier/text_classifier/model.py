@@ -62,10 +62,11 @@ class EncoderLayer(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(d_model, d_ff),
             nn.GELU(),
-            nn.Dropout(dropout),
             nn.Linear(d_ff, d_model),
         )
-        # Dropout on each residual branch, separate from attention-weight dropout.
+        # Dropout on each sublayer's output before the residual sum, as in the paper
+        # (section 5.4); none inside the feed-forward, whose wide hidden layer would
+        # make it the costliest dropout.
         self.drop1 = nn.Dropout(dropout)
         self.drop2 = nn.Dropout(dropout)
 
