@@ -68,63 +68,137 @@ def new(
     typer.echo(f"  cd {path} && python -m {spec.package}.train")
 
 
-def _new_signature() -> inspect.Signature:
-    """Build `new`'s parameters from the option spec: one flag per option."""
+def _option_params(recorded: bool = False) -> list[inspect.Parameter]:
+    """One flag per option of the spec, for `new` and `update` alike (None: not given).
+    For update, an option not given keeps the value recorded in .dlgen.toml."""
     P = inspect.Parameter
-    params = [
-        P(
-            "path",
-            P.POSITIONAL_OR_KEYWORD,
-            annotation=Path,
-            default=typer.Argument(
-                ..., metavar="PATH", help="Folder to create; its last part is the project name."
-            ),
-        ),
-    ]
+    params = []
     for o in OPTIONS:
         if o.is_flag:
             opt = typer.Option(None, f"{o.flag}/--no-{o.flag[2:]}", help=o.help, show_default=False)
             params.append(P(o.name, P.KEYWORD_ONLY, annotation=bool | None, default=opt))
         else:
             meta = "|".join(o.values)
+            default = "as recorded" if recorded else o.default
             opt = typer.Option(
                 None,
                 o.flag,
                 metavar=f"[{meta}]",
                 show_default=False,
-                help=f"{o.help} [default: {o.default}]",
+                help=f"{o.help} [default: {default}]",
             )
             params.append(P(o.name, P.KEYWORD_ONLY, annotation=str | None, default=opt))
-    params += [
-        P(
-            "force",
-            P.KEYWORD_ONLY,
-            annotation=bool,
-            default=typer.Option(
-                False,
-                "--force",
-                help="Write into a non-empty folder; changed files are kept as FILE.orig.",
+    return params
+
+
+def _flag(name: str, help: str) -> inspect.Parameter:
+    P = inspect.Parameter
+    flag = "--" + name.replace("_", "-")
+    return P(name, P.KEYWORD_ONLY, annotation=bool, default=typer.Option(False, flag, help=help))
+
+
+def _command(name: str, function, params: list[inspect.Parameter]) -> None:
+    """Register function under name with the given parameters (built from the spec)."""
+
+    def command(**kwargs: object) -> None:
+        function(**kwargs)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = function.__doc__
+    app.command(name)(command)
+
+
+_command(
+    "new",
+    new,
+    [
+        inspect.Parameter(
+            "path",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Path,
+            default=typer.Argument(
+                ..., metavar="PATH", help="Folder to create; its last part is the project name."
             ),
         ),
-        P(
-            "dry_run",
-            P.KEYWORD_ONLY,
-            annotation=bool,
-            default=typer.Option(
-                False, "--dry-run", help="List the files that would be written, and write nothing."
+        *_option_params(),
+        _flag("force", "Write into a non-empty folder; changed files are kept as FILE.orig."),
+        _flag("dry_run", "List the files that would be written, and write nothing."),
+    ],
+)
+
+
+def update(path: Path = Path("."), dry_run: bool = False, **changes: object) -> None:
+    """Re-render the project at PATH from its .dlgen.toml, with any options given changed,
+    and merge the result into your files: your edits are kept and the template's changes
+    applied. Where both changed the same lines, the file gets <<<<<<< markers and the
+    command exits 1."""
+    try:
+        from scaffold.update import apply_update, plan_update  # lazy: keeps --help fast
+
+        root = path.expanduser().absolute()
+        report = plan_update(root, **changes)
+        if not dry_run:
+            apply_update(root, report)
+    except DlgenError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; files already written are complete, rerun to finish")
+    verb = "would " if dry_run else ""
+    for label, paths in [
+        ("add", report.added),
+        ("update", report.updated),
+        ("merge your edits into", report.merged),
+        ("remove", report.removed),
+    ]:
+        for rel in paths:
+            typer.echo(f"{verb}{label} {rel}")
+    for rel in report.kept:
+        typer.echo(f"kept yours: {rel} (you deleted or changed what dlgen changed or dropped)")
+    for rel in report.conflicts:
+        typer.echo(f"CONFLICT {rel}: both changed the same lines; resolve the <<<<<<< markers")
+    if not report.changed:
+        typer.echo("already up to date")
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
+_command(
+    "update",
+    update,
+    [
+        inspect.Parameter(
+            "path",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Path,
+            default=typer.Argument(
+                Path("."), metavar="PATH", show_default=False, help="The project (default: .)."
             ),
         ),
-    ]
-    return inspect.Signature(params)
+        *_option_params(recorded=True),
+        _flag("dry_run", "List what would change, and write nothing."),
+    ],
+)
 
 
-def _new(**kwargs: object) -> None:
-    new(**kwargs)
+FLAGS = [o for o in OPTIONS if o.is_flag]
 
 
-_new.__signature__ = _new_signature()  # type: ignore[attr-defined]
-_new.__doc__ = new.__doc__
-app.command("new")(_new)
+@app.command("add")
+def add(
+    features: list[str] = typer.Argument(
+        ...,
+        metavar="FEATURE...",
+        help=f"One or more of: {', '.join(o.flag[2:] for o in FLAGS)}.",
+    ),
+    path: Path = typer.Option(Path("."), "--path", help="The project (default: .)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would change only."),
+) -> None:
+    """Add features to an existing project: `dlgen add ema amp` is `dlgen update --ema --amp`."""
+    by_name = {o.flag[2:]: o.name for o in FLAGS}
+    unknown = [f for f in features if f not in by_name]
+    if unknown:
+        fail(f"unknown feature {unknown[0]!r}; choose from: {', '.join(by_name)}")
+    update(path=path, dry_run=dry_run, **{by_name[f]: True for f in features})
 
 
 @app.command("snippet")

@@ -39,9 +39,14 @@ def project_state(spec: ProjectSpec, files: dict[str, str]) -> dict[str, str]:
     return {STATE_FILE: "\n".join(lines) + "\n", BASE_FILE: base}
 
 
+def render_files(spec: ProjectSpec) -> dict[str, str]:
+    """The project's own files, formatted; no disk writes."""
+    return format_files(render_project(spec, build_context(spec)))
+
+
 def render(spec: ProjectSpec) -> dict[str, str]:
-    """All files of the project, formatted, plus the dlgen state files; no disk writes."""
-    files = format_files(render_project(spec, build_context(spec)))
+    """All files of the project plus the dlgen state files; no disk writes."""
+    files = render_files(spec)
     return {**files, **project_state(spec, files)}
 
 

@@ -26,6 +26,15 @@ def make_project(root: Path, name: str, **options) -> Path:
     return target
 
 
+def tree(root: Path) -> dict[str, str]:
+    """Every file under root, by relative path: a project as render() returns it."""
+    return {
+        p.relative_to(root).as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 def assert_ruff_clean(folder: Path) -> None:
     """One ruff run over every .py file under folder: pyflakes, bugbear, pyupgrade."""
     result = subprocess.run(

@@ -1,0 +1,156 @@
+"""`dlgen update` / `dlgen add`: re-render from .dlgen.toml and merge three ways, never
+losing an edit."""
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import assert_project_tests_pass, tree
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from scaffold.cli import app
+from scaffold.generate import render
+from scaffold.merge import THEIRS, YOURS, merge3
+from scaffold.spec import build_spec
+
+runner = CliRunner()
+
+
+def dlgen(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def new(tmp_path: Path, name: str, *flags: str) -> Path:
+    assert dlgen("new", tmp_path / name, *flags).exit_code == 0
+    return tmp_path / name
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+# --- the merge itself --------------------------------------------------------------------
+
+lines = st.lists(st.sampled_from(["a\n", "b\n", "c\n", "d\n", "e\n"]), max_size=12)
+
+
+@given(lines, lines)
+def test_merge_takes_the_only_changed_side(base, other):
+    base, other = "".join(base), "".join(other)
+    assert merge3(base, base, other) == (other, 0)  # you changed nothing: theirs
+    assert merge3(base, other, base) == (other, 0)  # dlgen changed nothing: yours
+    assert merge3(base, other, other) == (other, 0)  # both made the same change
+
+
+def test_merge_applies_both_sides_and_marks_real_conflicts():
+    base = "".join(f"line {i}\n" for i in range(10))
+    yours = base.replace("line 1\n", "line 1 (yours)\n")
+    theirs = base.replace("line 8\n", "line 8 (dlgen)\n")
+    merged, conflicts = merge3(base, yours, theirs)
+    assert conflicts == 0
+    assert merged == base.replace("line 1\n", "line 1 (yours)\n").replace(
+        "line 8\n", "line 8 (dlgen)\n"
+    )
+    merged, conflicts = merge3(base, yours, base.replace("line 1\n", "line 1 (dlgen)\n"))
+    assert conflicts == 1
+    assert f"{YOURS}line 1 (yours)\n=======\nline 1 (dlgen)\n{THEIRS}" in merged
+
+
+# --- whole projects ----------------------------------------------------------------------
+
+
+def test_update_of_an_untouched_project_equals_a_fresh_generation(tmp_path):
+    root = new(tmp_path, "demo")
+    result = dlgen("update", root, "--model", "transformer", "--amp", "--ema")
+    assert result.exit_code == 0, result.output
+    expected = render(build_spec("demo", model="transformer", amp=True, ema=True))
+    assert tree(root) == expected  # every file, .dlgen.toml and the merge base included
+    again = dlgen("update", root)
+    assert again.exit_code == 0 and again.stdout.strip() == "already up to date"
+
+
+def test_add_keeps_your_edits_and_the_project_still_trains(tmp_path):
+    root = new(tmp_path, "demo")
+    train, config = root / "demo/train.py", root / "demo/config.py"
+    edit(train, "    cfg = load_config(argv)\n", "    cfg = load_config(argv)\n    print('mine')\n")
+    edit(config, "    seed: int = 0\n", "    seed: int = 1234\n")
+    (root / "notes.md").write_text("my notes\n")
+    (root / "scripts").mkdir(exist_ok=True)
+
+    result = dlgen("add", "ema", "--path", root)
+    assert result.exit_code == 0, result.output
+    assert "merge your edits into demo/train.py" in result.stdout
+    assert "print('mine')" in train.read_text() and "AveragedModel" in train.read_text()
+    assert "seed: int = 1234" in config.read_text() and "ema_decay" in config.read_text()
+    assert (root / "notes.md").read_text() == "my notes\n"
+    assert "ema = true" in (root / ".dlgen.toml").read_text()
+    assert_project_tests_pass(root)  # loss falls, exact resume with the EMA, ... as generated
+
+    # Taking the feature out again removes its code and still keeps the edits.
+    result = dlgen("update", root, "--no-ema")
+    assert result.exit_code == 0, result.output
+    assert "AveragedModel" not in train.read_text() and "print('mine')" in train.read_text()
+
+
+def test_a_conflict_keeps_both_versions_and_exits_1(tmp_path):
+    root = new(tmp_path, "demo")
+    data, model = root / "demo/data.py", root / "demo/model.py"
+    generated = data.read_text()
+    # A model switch rewrites the class line that this edit touches as well.
+    edit(model, "class MLP(nn.Module):", "class MLP(nn.Module):  # my note")
+    result = dlgen("update", root, "--model", "cnn")
+    assert result.exit_code == 1
+    assert "CONFLICT demo/model.py" in result.stdout
+    text = model.read_text()
+    assert YOURS in text and THEIRS in text and "# my note" in text and "Conv2d" in text
+    assert data.read_text() != generated  # the clean files were updated all the same
+    assert "<<<<<<<" not in data.read_text()
+
+
+def test_deleted_files_stay_deleted_and_dropped_edited_files_stay(tmp_path):
+    root = new(tmp_path, "demo", "--ddp")
+    (root / "scripts/slurm.sbatch").unlink()
+    edit(root / "scripts/train_ddp.sh", "set -euo pipefail\n", "set -euo pipefail\n# mine\n")
+    result = dlgen("update", root, "--no-ddp")
+    assert result.exit_code == 0, result.output
+    assert "kept yours: scripts/train_ddp.sh" in result.stdout
+    assert "# mine" in (root / "scripts/train_ddp.sh").read_text()
+    assert not (root / "scripts/slurm.sbatch").exists()
+    assert not (root / "scripts/train_multinode.sh").exists()  # untouched: removed
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    root = new(tmp_path, "demo")
+    before = tree(root)
+    result = dlgen("update", root, "--ema", "--dry-run")
+    assert result.exit_code == 0 and "would update demo/train.py" in result.stdout
+    assert tree(root) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["update", "{tmp}"], "is not a dlgen project"),
+        (["add", "emaa", "--path", "{root}"], "unknown feature 'emaa'"),
+        (["update", "{root}", "--attention", "manual"], "--attention applies only to"),
+        (["update", "{root}", "--ddp", "--fsdp"], "fsdp"),
+    ],
+)
+def test_bad_update_exits_2_with_one_line(tmp_path, args, message):
+    root = new(tmp_path, "demo")
+    result = dlgen(*(a.format(tmp=tmp_path, root=root) for a in args))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_damaged_state_is_a_clear_error(tmp_path):
+    root = new(tmp_path, "demo")
+    (root / ".dlgen/base.json").write_text("{not json")
+    result = dlgen("update", root)
+    assert result.exit_code == 2 and "damaged" in result.stderr
+    assert re.search(r"restore it from version control", result.stderr)
