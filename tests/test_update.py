@@ -1,6 +1,7 @@
 """`dlgen update` / `dlgen add`: re-render from .dlgen.toml and merge three ways, never
 losing an edit."""
 
+import json
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from scaffold.cli import app
-from scaffold.generate import render
+from scaffold.generate import render, render_files
 from scaffold.merge import THEIRS, YOURS, merge3
 from scaffold.spec import build_spec
 
@@ -154,3 +155,22 @@ def test_damaged_state_is_a_clear_error(tmp_path):
     result = dlgen("update", root)
     assert result.exit_code == 2 and "damaged" in result.stderr
     assert re.search(r"restore it from version control", result.stderr)
+
+
+def test_a_newer_template_reaches_an_edited_project(tmp_path):
+    """As after upgrading dlgen: the base (old template) lacks a line the new one has."""
+    root = new(tmp_path, "demo")
+    train = root / "demo/train.py"
+    fix = "        epoch, start = epoch + 1, 0\n"
+    assert train.read_text().count(fix) == 1
+    base = json.loads((root / ".dlgen/base.json").read_text())
+    base["demo/train.py"] = base["demo/train.py"].replace(fix, "")
+    (root / ".dlgen/base.json").write_text(json.dumps(base))
+    edit(train, fix, "")  # the project as the old dlgen wrote it...
+    edit(train, "    cfg = load_config(argv)\n", "    cfg = load_config(argv)\n    print('mine')\n")
+    result = dlgen("update", root)  # ...and as you edited it since
+    assert result.exit_code == 0, result.output
+    assert "merge your edits into demo/train.py" in result.stdout
+    text = train.read_text()
+    assert text.count(fix) == 1 and "print('mine')" in text
+    assert json.loads((root / ".dlgen/base.json").read_text()) == render_files(build_spec("demo"))
