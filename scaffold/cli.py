@@ -97,6 +97,13 @@ def _flag(name: str, help: str) -> inspect.Parameter:
     return P(name, P.KEYWORD_ONLY, annotation=bool, default=typer.Option(False, flag, help=help))
 
 
+def _path(default: object, help: str) -> inspect.Parameter:
+    argument = typer.Argument(default, metavar="PATH", show_default=False, help=help)
+    return inspect.Parameter(
+        "path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path, default=argument
+    )
+
+
 def _command(name: str, function, params: list[inspect.Parameter]) -> None:
     """Register function under name with the given parameters (built from the spec)."""
 
@@ -112,14 +119,7 @@ _command(
     "new",
     new,
     [
-        inspect.Parameter(
-            "path",
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            annotation=Path,
-            default=typer.Argument(
-                ..., metavar="PATH", help="Folder to create; its last part is the project name."
-            ),
-        ),
+        _path(..., "Folder to create; its last part is the project name."),
         *_option_params(),
         _flag("force", "Write into a non-empty folder; changed files are kept as FILE.orig."),
         _flag("dry_run", "List the files that would be written, and write nothing."),
@@ -166,14 +166,7 @@ _command(
     "update",
     update,
     [
-        inspect.Parameter(
-            "path",
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            annotation=Path,
-            default=typer.Argument(
-                Path("."), metavar="PATH", show_default=False, help="The project (default: .)."
-            ),
-        ),
+        _path(Path("."), "The project (default: .)."),
         *_option_params(recorded=True),
         _flag("dry_run", "List what would change, and write nothing."),
     ],

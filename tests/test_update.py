@@ -47,6 +47,22 @@ def test_merge_takes_the_only_changed_side(base, other):
     assert merge3(base, other, other) == (other, 0)  # both made the same change
 
 
+@given(lines, st.data())
+def test_merge_never_drops_a_line_you_added(base, data):
+    """Whatever dlgen changed, a line you inserted survives: merged, or inside a conflict."""
+    yours, theirs = list(base), list(base)
+    yours.insert(data.draw(st.integers(0, len(base))), "mine\n")
+    for _ in range(data.draw(st.integers(0, 3))):  # dlgen inserts and deletes lines
+        if theirs and data.draw(st.booleans()):
+            del theirs[data.draw(st.integers(0, len(theirs) - 1))]
+        else:
+            theirs.insert(data.draw(st.integers(0, len(theirs))), "new\n")
+    merged, conflicts = merge3("".join(base), "".join(yours), "".join(theirs))
+    assert "mine\n" in merged.splitlines(keepends=True)
+    if not conflicts:
+        assert merged.count("new\n") == theirs.count("new\n")
+
+
 def test_merge_applies_both_sides_and_marks_real_conflicts():
     base = "".join(f"line {i}\n" for i in range(10))
     yours = base.replace("line 1\n", "line 1 (yours)\n")
