@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,14 +73,16 @@ def child(project: str, package: str, overrides: dict, steps: int) -> dict:
     start = time.perf_counter()
     step()  # warm-up (and compilation)
     first = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / steps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)  # robust to the odd slow step on a shared machine
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
