@@ -6,11 +6,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import make_project
+from conftest import make_project, wait_until
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -249,10 +248,7 @@ def test_killed_worker_restarts_and_resumes_exactly(tmp_path):
         text=True,
     )
     last = root / "runs/cut/checkpoints/last.pt"
-    deadline = time.time() + 120
-    while time.time() < deadline and not last.exists():
-        time.sleep(0.05)
-    assert last.exists(), "no checkpoint before the kill"
+    assert wait_until(last.exists, 120), "no checkpoint before the kill"
     killed_at = load(last)["step"]
     os.kill(worker_pids(agent.pid)[-1], signal.SIGKILL)
     _, err = agent.communicate(timeout=300)
@@ -289,9 +285,7 @@ def test_sigterm_under_torchrun_saves_and_exits(tmp_path):
         text=True,
     )
     log = root / "runs/p/metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") > 3):
-        time.sleep(0.05)
+    wait_until(lambda: log.exists() and log.read_text().count("\n") > 3, 120)
     agent.send_signal(signal.SIGTERM)
     _, err = agent.communicate(timeout=120)
     assert agent.returncode != 0  # torchrun reports the preemption

@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import assert_project_tests_pass, make_project
+from conftest import assert_project_tests_pass, make_project, wait_until
 
 from scaffold.spec import OPTION_BY_NAME
 
@@ -76,11 +75,7 @@ def test_kill_9_then_resume_auto_is_exact(tmp_path):
 
     proc = subprocess.Popen(run + ["--out-dir", "cut"], cwd=root, stderr=subprocess.DEVNULL)
     metrics = root / "cut" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once a mid-run checkpoint exists
-        if (root / "cut/checkpoints/last.prev.pt").exists():
-            break
-        time.sleep(0.01)
+    wait_until((root / "cut/checkpoints/last.prev.pt").exists, 120)  # a mid-run checkpoint
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert metrics.exists()

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import make_project
+from conftest import make_project, wait_until
 
 torch = pytest.importorskip("torch")
 
@@ -182,9 +182,7 @@ def test_sigterm_saves_and_exits_143(tmp_path):
         text=True,
     )
     metrics = root / "runs/default/metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 3):
-        time.sleep(0.05)
+    wait_until(lambda: metrics.exists() and metrics.read_text().count("\n") > 3, 60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "continue with --resume auto" in err
