@@ -110,7 +110,16 @@ def apply_update(root: Path, report: UpdateReport) -> None:
             text = report.writes[rel]
             if text is None:
                 (root / rel).unlink(missing_ok=True)
+                _remove_empty_parents(root / rel, root)
             else:
                 write_file(root / rel, text)
     except OSError as e:
         raise WriteError(f"cannot update {root}: {e.strerror or e} ({e.filename or rel})") from None
+
+
+def _remove_empty_parents(path: Path, root: Path) -> None:
+    """Remove the folders a removed file leaves empty (scripts/ after --no-ddp), up to root."""
+    for folder in path.parents:
+        if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
+            return
+        folder.rmdir()

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from scaffold.cli import app
-from scaffold.generate import render, render_files
+from scaffold.generate import generate, render, render_files
+from scaffold.matrix import pairwise
 from scaffold.merge import THEIRS, YOURS, merge3
 from scaffold.spec import build_spec
+from scaffold.update import apply_update, plan_update
 
 runner = CliRunner()
 
@@ -192,3 +194,15 @@ def test_a_newer_template_reaches_an_edited_project(tmp_path):
     text = train.read_text()
     assert text.count(fix) == 1 and "print('mine')" in text
     assert json.loads((root / ".dlgen/base.json").read_text()) == render_files(build_spec("demo"))
+
+
+def test_update_walks_the_pairwise_matrix(tmp_path):
+    """From each pairwise row to the next, an untouched project updates to exactly what
+    `dlgen new` would write: every option, every model switch, files added and removed."""
+    rows = pairwise()
+    root = tmp_path / rows[0].name
+    generate(rows[0], root)
+    for row in rows[1:]:
+        apply_update(root, plan_update(root, **row.answers()))
+        assert tree(root) == render(row), row
+        assert all(any(d.iterdir()) for d in root.rglob("*") if d.is_dir())  # no empty folders
