@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from scaffold import __version__
-from scaffold.errors import DlgenError
+from scaffold.errors import DlgenError, SpecError
 from scaffold.spec import OPTIONS, SNIPPETS, build_spec
 
 app = typer.Typer(
@@ -45,11 +45,15 @@ def new(
     path: Path,
     force: bool = False,
     dry_run: bool = False,
+    interactive: bool = False,
     **options: object,
 ) -> None:
     """Write a new training project at PATH; its last part names the project."""
     try:
         target = path.expanduser().absolute()
+        build_spec(target.name)  # a bad name fails before any question
+        if interactive:
+            options = ask(target.name, options)
         spec = build_spec(target.name, **options)
         from scaffold.generate import generate, render  # lazy: keeps --help fast
 
@@ -66,6 +70,30 @@ def new(
         typer.echo(f"replaced {rel} (old content saved as {rel}.orig)")
     typer.echo(f"created {spec.name} in {target}")
     typer.echo(f"  cd {path} && python -m {spec.package}.train")
+
+
+def ask(name: str, given: dict) -> dict:
+    """Ask for every option not given on the command line, from the spec: its help, its
+    values and its default. An answer that breaks a rule is explained and asked again."""
+    answers = dict(given)
+    for o in OPTIONS:
+        if answers.get(o.name) is not None:
+            continue
+        if o.models and (answers.get("model") or "mlp") not in o.models:
+            continue  # does not apply to the chosen model
+        while True:
+            question = f"{o.flag[2:]}: {o.help}"
+            if o.is_flag:
+                value = typer.confirm(question, default=o.default)
+            else:
+                value = typer.prompt(f"{question} ({'|'.join(o.values)})", default=o.default)
+            try:
+                build_spec(name, **{**answers, o.name: value})
+                break
+            except SpecError as e:  # a value not among the choices, or a broken rule
+                typer.echo(f"  {e}", err=True)
+        answers[o.name] = value
+    return answers
 
 
 def _option_params(recorded: bool = False) -> list[inspect.Parameter]:
@@ -91,10 +119,10 @@ def _option_params(recorded: bool = False) -> list[inspect.Parameter]:
     return params
 
 
-def _flag(name: str, help: str) -> inspect.Parameter:
+def _flag(name: str, help: str, *short: str) -> inspect.Parameter:
     P = inspect.Parameter
-    flag = "--" + name.replace("_", "-")
-    return P(name, P.KEYWORD_ONLY, annotation=bool, default=typer.Option(False, flag, help=help))
+    option = typer.Option(False, "--" + name.replace("_", "-"), *short, help=help)
+    return P(name, P.KEYWORD_ONLY, annotation=bool, default=option)
 
 
 def _path(default: object, help: str) -> inspect.Parameter:
@@ -123,6 +151,7 @@ _command(
         *_option_params(),
         _flag("force", "Write into a non-empty folder; changed files are kept as FILE.orig."),
         _flag("dry_run", "List the files that would be written, and write nothing."),
+        _flag("interactive", "Ask for each option not given, with its help and values.", "-i"),
     ],
 )
 

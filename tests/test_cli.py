@@ -96,3 +96,36 @@ def test_console_script_help_is_fast_and_never_imports_torch():
         "assert 'torch' not in sys.modules and 'black' not in sys.modules, 'heavy import'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_interactive_asks_from_the_spec_and_reasks_bad_answers(tmp_path):
+    answers = [
+        "transformr",  # a typo: explained with a suggestion, asked again
+        "transformer",
+        *[""] * 3,  # task, optimizer, scheduler: the defaults
+        "manual",  # attention: asked because it applies to the transformer
+        "y",  # amp
+        *[""] * 2,  # grad-checkpointing, compile
+        "y",  # ema
+        "y",  # ddp
+        "y",  # fsdp: breaks a rule with ddp (and ema), explained, asked again
+        "n",
+        "",  # teach
+    ]
+    result = runner.invoke(
+        app, ["new", str(tmp_path / "demo"), "-i", "--lang", "zh"], input="\n".join(answers) + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "did you mean 'transformer'" in result.stderr
+    assert "--ddp and --fsdp exclude each other" in result.stderr
+    assert "lang:" not in result.stdout  # given on the command line: not asked
+    state = (tmp_path / "demo/.dlgen.toml").read_text()
+    for line in ['model = "transformer"', 'attention = "manual"', "amp = true", "ema = true"]:
+        assert line in state
+    assert "ddp = true" in state and "fsdp = false" in state and 'lang = "zh"' in state
+
+
+def test_interactive_checks_the_name_before_asking(tmp_path):
+    result = runner.invoke(app, ["new", str(tmp_path / "1abc"), "-i"], input="")
+    assert result.exit_code == 2 and "model:" not in result.stdout
+    assert not any(tmp_path.iterdir())
