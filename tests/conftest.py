@@ -46,8 +46,11 @@ def wait_until(condition, timeout: float) -> bool:
     return True
 
 
-def assert_ruff_clean(folder: Path) -> None:
-    """One ruff run over every .py file under folder: pyflakes, bugbear, pyupgrade."""
+def assert_ruff_clean(folder: Path, first_party: tuple[str, ...] = ("proj",)) -> None:
+    """One ruff run over every .py file under folder, with the rules a generated project's
+    pyproject.toml selects (pyflakes, pycodestyle errors, bugbear, pyupgrade, isort).
+    Files copied out of their project (flat, as the matrix tests write them) name their
+    packages first_party, so that isort sorts their imports as the project does."""
     result = subprocess.run(
         [
             sys.executable,
@@ -57,11 +60,16 @@ def assert_ruff_clean(folder: Path) -> None:
             "--no-cache",
             "--isolated",
             "--select",
-            "F,E9,B,UP",
+            "E4,E7,E9,F,B,UP,I",
+            "--line-length",
+            "88",
             "--target-version",
             "py311",
-            str(folder),
+            "--config",
+            f"lint.isort.known-first-party = {list(first_party)!r}",
+            ".",
         ],
+        cwd=folder,
         capture_output=True,
         text=True,
     )
