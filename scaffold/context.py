@@ -62,6 +62,11 @@ def command_line(spec: ProjectSpec) -> str:
     return " ".join(parts)
 
 
+# The formatter and linter versions that --tooling pins (pre-commit and the workflow alike):
+# the versions dlgen's own tests were last run with.
+TOOL_VERSIONS = {"black_version": "26.10.1", "ruff_version": "0.17.6"}
+
+
 def build_context(spec: ProjectSpec) -> dict:
     """Everything a template may use, derived from the validated spec alone."""
     fields = config_fields(spec)
@@ -90,4 +95,5 @@ def build_context(spec: ProjectSpec) -> dict:
         }[spec.model],
     )
     ctx.update(TEST_PROFILES[spec.model])
+    ctx.update(TOOL_VERSIONS)
     return ctx

@@ -71,10 +71,13 @@ def pairwise(name: str = "proj", seed: int = 0, candidates: int = 40) -> list[Pr
         if best is None:
             # What is left can't be covered by chance alone; try each pair directly.
             for pair in sorted(uncovered, key=repr):
-                row = {n: rng.choice(values(n)) for n in names} | dict(pair)
-                spec = _spec_from(row, name)
-                if spec is not None and pair in _pairs(spec):
-                    best = spec
+                for _ in range(candidates):  # random completions until one is valid
+                    row = {n: rng.choice(values(n)) for n in names} | dict(pair)
+                    spec = _spec_from(row, name)
+                    if spec is not None and pair in _pairs(spec):
+                        best = spec
+                        break
+                if best is not None:
                     break
             if best is None:
                 break  # the remaining pairs are invalid by design (e.g. gpt + regression)

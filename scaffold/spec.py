@@ -134,6 +134,13 @@ OPTIONS: tuple[Option, ...] = (
         False,
         files={True: _LAUNCHERS},
     ),
+    Option(
+        "tooling",
+        "Project tooling: pre-commit hooks (black, ruff) and a GitHub Actions workflow that "
+        "lints and tests on every push.",
+        False,
+        files={True: (".pre-commit-config.yaml", ".github/workflows/tests.yml")},
+    ),
     Option("teach", "Add explanatory comments that say why, with links.", False),
     Option(
         "lang",
@@ -194,6 +201,7 @@ class ProjectSpec:
     ema: bool = False
     ddp: bool = False
     fsdp: bool = False
+    tooling: bool = False
     teach: bool = False
     lang: str = "en"
 

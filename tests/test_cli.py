@@ -110,6 +110,7 @@ def test_interactive_asks_from_the_spec_and_reasks_bad_answers(tmp_path):
         "y",  # ddp
         "y",  # fsdp: breaks a rule with ddp (and ema), explained, asked again
         "n",
+        "",  # tooling
         "",  # teach
     ]
     result = runner.invoke(
