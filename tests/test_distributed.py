@@ -1,6 +1,8 @@
 """--ddp and --fsdp on real engines: torchrun with gloo on CPU. Each launch costs seconds,
 so these tests are few, marked slow, and part of the full run."""
 
+import json
+import math
 import os
 import signal
 import socket
@@ -121,6 +123,20 @@ def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
     single = load(root / "runs/single/checkpoints/last.pt")["model"]
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    # The validation metrics too: 51 examples over 2 ranks, so the sampler pads one, and
+    # that repeat must not be counted.
+    val = {
+        run: [
+            e
+            for e in map(json.loads, (root / f"runs/{run}/metrics.jsonl").open())
+            if e["split"] == "val"
+        ]
+        for run in ("ddp", "single")
+    }
+    assert [e["step"] for e in val["ddp"]] == [e["step"] for e in val["single"]] == [0, 6, 12]
+    for a, b in zip(val["ddp"], val["single"], strict=True):
+        assert a["accuracy"] == b["accuracy"]
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-5), (a, b)
 
 
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path):

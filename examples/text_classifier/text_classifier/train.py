@@ -141,10 +141,20 @@ def evaluate(
     """Mean loss and accuracy over the whole validation split."""
     model.eval()
     total, n, correct = 0.0, 0, 0
+    sampler = loader.sampler
+    # This rank's share of the split: DistributedSampler pads the split by repeating its
+    # first examples, so that every rank runs the same number of batches.
+    share = len(range(sampler.rank, len(loader.dataset), sampler.num_replicas))
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with autocast():
             output = model(x)
+        # Every rank runs every batch (FSDP gathers parameters inside forward), but the
+        # padding repeats, which come last, are not counted: the metrics equal one
+        # process's.
+        output, y = output[: share - n], y[: share - n]
+        if len(y) == 0:
+            continue
         total += loss_fn(cfg, output, y).item() * len(y)
         n += len(y)
         correct += (output.argmax(dim=-1) == y).sum().item()
