@@ -187,6 +187,8 @@ def update(path: Path = Path("."), dry_run: bool = False, **changes: object) -> 
         typer.echo(f"CONFLICT {rel}: both changed the same lines; resolve the <<<<<<< markers")
     if not report.changed:
         typer.echo("already up to date")
+    elif not any([report.added, report.updated, report.merged, report.removed]):
+        typer.echo(f"{verb}record the new answers and base in .dlgen.toml and .dlgen/")
     if report.conflicts:
         raise typer.Exit(1)
 

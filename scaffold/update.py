@@ -53,6 +53,15 @@ def read_state(root: Path) -> tuple[str, dict[str, str | bool], dict[str, str]]:
         raise TargetError(f"{base} is missing: it is the base of the merge") from None
     except ValueError as e:
         raise TargetError(f"{base} is damaged ({e}); restore it from version control") from None
+    if not isinstance(files, dict) or not all(
+        isinstance(rel, str)
+        and isinstance(text, str)
+        and not Path(rel).is_absolute()
+        and ".." not in Path(rel).parts
+        for rel, text in files.items()
+    ):
+        # Never follow a path out of the project, whatever the file says.
+        raise TargetError(f"{base} is damaged (a path or text is not valid); restore it")
     return name, answers, files
 
 

@@ -177,6 +177,18 @@ def test_damaged_state_is_a_clear_error(tmp_path):
     assert re.search(r"restore it from version control", result.stderr)
 
 
+def test_a_base_path_out_of_the_project_is_refused(tmp_path):
+    root = new(tmp_path, "demo")
+    outside = tmp_path / "precious.txt"
+    outside.write_text("x\n")
+    base = json.loads((root / ".dlgen/base.json").read_text())
+    base["../precious.txt"] = "x\n"  # as generated, unchanged: would be "removed"
+    (root / ".dlgen/base.json").write_text(json.dumps(base))
+    result = dlgen("update", root)
+    assert result.exit_code == 2 and "damaged" in result.stderr
+    assert outside.read_text() == "x\n"
+
+
 def test_a_newer_template_reaches_an_edited_project(tmp_path):
     """As after upgrading dlgen: the base (old template) lacks a line the new one has."""
     root = new(tmp_path, "demo")
