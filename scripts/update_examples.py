@@ -15,7 +15,7 @@ from scaffold.spec import build_spec
 
 EXAMPLES = {
     "tabular": {},
-    "text_classifier": {"model": "transformer", "amp": True, "ddp": True},
+    "text_classifier": {"model": "transformer", "amp": True, "ddp": True, "tooling": True},
     "image_classifier": {"model": "cnn", "fsdp": True, "grad_checkpointing": True},
     "char_gpt_zh": {"model": "gpt", "ema": True, "teach": True, "lang": "zh"},
 }
