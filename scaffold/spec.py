@@ -123,6 +123,12 @@ OPTIONS: tuple[Option, ...] = (
         "ema", "Keep an exponential moving average of the weights, evaluated beside them.", False
     ),
     Option(
+        "tensorboard",
+        "Also log every metric to TensorBoard, in <out_dir>/tensorboard (pip install "
+        "tensorboard).",
+        False,
+    ),
+    Option(
         "ddp",
         "DistributedDataParallel under torchrun (nccl on GPUs, gloo on CPU), with launchers.",
         False,
@@ -199,6 +205,7 @@ class ProjectSpec:
     grad_checkpointing: bool = False
     compile: bool = False
     ema: bool = False
+    tensorboard: bool = False
     ddp: bool = False
     fsdp: bool = False
     tooling: bool = False

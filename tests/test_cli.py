@@ -99,20 +99,16 @@ def test_console_script_help_is_fast_and_never_imports_torch():
 
 
 def test_interactive_asks_from_the_spec_and_reasks_bad_answers(tmp_path):
-    answers = [
-        "transformr",  # a typo: explained with a suggestion, asked again
-        "transformer",
-        *[""] * 3,  # task, optimizer, scheduler: the defaults
-        "manual",  # attention: asked because it applies to the transformer
-        "y",  # amp
-        *[""] * 2,  # grad-checkpointing, compile
-        "y",  # ema
-        "y",  # ddp
-        "y",  # fsdp: breaks a rule with ddp (and ema), explained, asked again
-        "n",
-        "",  # tooling
-        "",  # teach
-    ]
+    replies = {  # per option, in the order asked; any other option takes its default ("")
+        "model": ["transformr", "transformer"],  # a typo: explained, suggested, asked again
+        "attention": ["manual"],  # asked because it applies to the transformer
+        "amp": ["y"],
+        "ema": ["y"],
+        "ddp": ["y"],
+        "fsdp": ["y", "n"],  # breaks a rule with ddp: explained, asked again
+    }
+    asked = [o.name for o in OPTIONS if o.name != "lang"]  # lang is given below
+    answers = [r for name in asked for r in replies.get(name, [""])]
     result = runner.invoke(
         app, ["new", str(tmp_path / "demo"), "-i", "--lang", "zh"], input="\n".join(answers) + "\n"
     )
