@@ -36,13 +36,13 @@ def tree(root: Path) -> dict[str, str]:
     }
 
 
-def wait_until(condition, timeout: float) -> bool:
+def wait_until(condition, timeout: float, interval: float = 0.01) -> bool:
     """Poll condition() until it holds or timeout seconds pass; return whether it held."""
     deadline = time.time() + timeout
     while not condition():
         if time.time() > deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(interval)
     return True
 
 

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import make_project, wait_until
@@ -206,9 +205,8 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
         [sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "saved"
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((root / "ck").glob(".last.pt.*.tmp")):
-        time.sleep(0.001)
+    # Kill while the temporary file is being written: poll fast, the write is short.
+    wait_until(lambda: any((root / "ck").glob(".last.pt.*.tmp")), 60, interval=0.001)
     proc.kill()
     proc.wait()
     ckpt = torch.load(root / "ck/last.pt", weights_only=True)
