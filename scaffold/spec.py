@@ -48,7 +48,12 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-_LAUNCHERS = ("scripts/train_ddp.sh", "scripts/train_multinode.sh", "scripts/slurm.sbatch")
+_LAUNCHERS = (
+    "{pkg}/distributed.py",
+    "scripts/train_ddp.sh",
+    "scripts/train_multinode.sh",
+    "scripts/slurm.sbatch",
+)
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -112,7 +117,12 @@ OPTIONS: tuple[Option, ...] = (
         ),
         models=("transformer", "gpt"),
     ),
-    Option("amp", "Mixed precision: bf16 or fp16 autocast, GradScaler for fp16.", False),
+    Option(
+        "amp",
+        "Mixed precision: bf16 or fp16 autocast, GradScaler for fp16.",
+        False,
+        files={True: ("{pkg}/precision.py",)},
+    ),
     Option(
         "grad_checkpointing",
         "Recompute each block's activations during backward: less memory, more compute.",
@@ -356,6 +366,8 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("init_from", "str", "", "load model weights only from this checkpoint (fine-tune)"),
         F("data_path", "str", "", "your data file or folder; empty = synthetic data"),
         F("val_fraction", "float", 0.1, "share of the data held out for validation"),
+        F("num_workers", "int", 0, "DataLoader worker processes; 0 = load in the main one"),
+        F("overwrite", "bool", False, "start over in an out_dir that already holds a run"),
     ),
     ("model", "mlp"): (
         F("target", "str", "label", "name of the target column in your CSV"),

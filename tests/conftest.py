@@ -88,6 +88,37 @@ def assert_project_tests_pass(root: Path, timeout: int = 600) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+def run_project_tests(root: Path, package: str) -> tuple[int, str]:
+    """Run a generated project's own test suite in this interpreter, as `pytest` inside the
+    project would (its pyproject's settings apply), without paying torch's import again.
+    Returns pytest's exit code and its report."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = pytest.main(
+                [
+                    str(root / "tests"),
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-p",
+                    "no:xdist",
+                    "--rootdir",
+                    str(root),
+                    "-c",
+                    str(root / "pyproject.toml"),
+                    "--import-mode=importlib",
+                ]
+            )
+    finally:  # forget the project, so that the next one of another name starts clean
+        for name in [m for m in sys.modules if m.split(".")[0] in (package, "tests")]:
+            del sys.modules[name]
+    return int(code), out.getvalue()
+
+
 class ProjectImport:
     """Import a generated project's modules in this interpreter (torch is imported once per
     test worker), then forget them so the next project of another name starts clean."""

@@ -344,3 +344,48 @@ def test_slurm_script_runs_the_right_commands(tmp_path):
         "--resume auto --max-steps 5",
     ]:
         assert part in line, (part, line)
+
+
+def test_slurm_warning_stops_every_task_and_requeues(tmp_path):
+    """The time-limit warning (USR1 to the batch shell) reaches the tasks as SIGTERM, the
+    script waits for them to save, then requeues the job; a fake srun and scontrol stand in
+    for Slurm."""
+    root = make_project(tmp_path, "preempt", model="mlp", ddp=True)
+    script = root / "scripts/slurm.sbatch"
+    assert "#SBATCH --requeue" in script.read_text()
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        f'#!/bin/sh\necho "scontrol $*" >> {log}\n'
+        "[ \"$1\" = show ] && printf 'node7\\n'\nexit 0\n"
+    )
+    # A task that, like torchrun's ranks, saves and exits 143 on SIGTERM.
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\n"
+        f"trap 'echo \"task got TERM\" >> {log}; sleep 0.2; echo saved >> {log}; exit 143' TERM\n"
+        f'echo "srun started" >> {log}\n'
+        "while true; do sleep 0.05; done\n"
+    )
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    job = subprocess.Popen(
+        ["bash", str(script)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(
+            PATH=f"{bin_dir}:{os.environ['PATH']}",
+            SLURM_JOB_NODELIST="node7",
+            SLURM_JOB_NUM_NODES=1,
+            SLURM_JOB_ID=4242,
+        ),
+    )
+    assert wait_until(lambda: log.exists() and "srun started" in log.read_text(), 10)
+    job.send_signal(signal.SIGUSR1)
+    _, err = job.communicate(timeout=30)
+    calls = log.read_text().splitlines()
+    assert job.returncode == 0, err
+    assert (
+        calls.index("task got TERM") < calls.index("saved") < calls.index("scontrol requeue 4242")
+    )

@@ -26,9 +26,12 @@ def test_each_flag_adds_only_its_own_code(flag):
 
 
 def test_amp_uses_the_modern_api_and_unscales_before_clipping():
-    train = render(build_spec("demo", amp=True))["demo/train.py"]
-    assert "torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)" in train
-    assert "torch.cuda.amp" not in train
+    files = render(build_spec("demo", amp=True))
+    train, precision = files["demo/train.py"], files["demo/precision.py"]
+    assert (
+        "torch.amp.GradScaler(" in precision and "enabled=self.dtype == torch.float16" in precision
+    )
+    assert "torch.cuda.amp" not in train + precision
     assert train.index("scaler.unscale_(optimizer)") < train.index("clip_grad_norm_")
 
 

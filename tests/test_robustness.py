@@ -23,7 +23,7 @@ def run_main(p, module, argv, capsys):
     [
         (["--lrr", "0.1"], "unknown field 'lrr' (did you mean 'lr'?)"),
         (["--batch-size", "ten"], "argument --batch-size: invalid int value"),
-        (["--lr", "0"], "lr must be > 0"),
+        (["--lr", "0"], "lr must be a finite number > 0"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
         (["--max-steps", "-1"], "max_steps must be >= 0"),
     ],

@@ -77,7 +77,7 @@ def test_snippets_and_projects_share_their_code(name):
         ours = top_level(snippet(name))
         for value in ("cosine", "step", "warmup-cosine", "cosine-restarts", "onecycle"):
             fn = "build_" + value.replace("-", "_")
-            train = render(build_spec("snippet", scheduler=value))["snippet/train.py"]
+            train = render(build_spec("snippet", scheduler=value))["snippet/optim.py"]
             expected = top_level(train)["build_scheduler"].replace("build_scheduler", fn, 1)
             assert ours[fn] == expected, value
             shared += 1
@@ -163,7 +163,7 @@ def test_a_teach_zh_project_trains(project, tmp_path):
     pytest.importorskip("torch")
     with project("kecheng", model="transformer", teach=True, lang="zh") as p:
         text = (p.path / "kecheng" / "train.py").read_text()
-        assert "梯度" in text and "学习率" in text
+        assert "梯度" in text and "学习率" in (p.path / "kecheng" / "optim.py").read_text()
         cfg = p.module("config").Config(
             out_dir=str(tmp_path),
             device="cpu",

@@ -1,12 +1,18 @@
 """检查点：原子写入、安全加载，以及精确恢复训练所需的随机数状态。"""
 
+import dataclasses
+import math
 import os
 import random
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from char_gpt_zh.config import Config, ConfigError
+from char_gpt_zh.data import Data
 
 
 class CheckpointError(RuntimeError):
@@ -19,10 +25,15 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> Non
     点，绝不会是两者各半。keep_previous 会把旧文件保留为 *.prev.pt，最新文件损坏时
     可以退回使用。
     """
+    if not all_finite(state):
+        raise FloatingPointError(
+            f"not writing {path}: the weights or optimizer state hold inf or nan"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # 用普通的 open() 创建文件，权限由 umask 决定，共享文件系统上同组的人也能读取。
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -40,6 +51,21 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> Non
         os.close(dir_fd)
 
 
+def all_finite(state) -> bool:
+    """状态中的浮点张量都不含 inf 或 nan 时返回 True（只读取主机一次）。"""
+    checks = []
+    todo = [state]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo += item.values()
+        elif isinstance(item, (list, tuple)):
+            todo += item
+        elif isinstance(item, torch.Tensor) and item.is_floating_point():
+            checks.append(item.isfinite().all())
+    return bool(torch.stack(checks).all()) if checks else True
+
+
 def previous(path: Path) -> Path:
     """checkpoints/last.pt -> checkpoints/last.prev.pt"""
     return path.with_suffix(".prev" + path.suffix)
@@ -52,11 +78,20 @@ def load_checkpoint(path: str | Path) -> dict:
         # 自 PyTorch 2.6 起这是默认值；显式写出是为了表明意图。这也是检查点只保存
         # state_dict 和普通值、从不保存整个模块或 argparse Namespace 的原因。
         # https://pytorch.org/docs/stable/notes/serialization.html#weights-only
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+        # 只取一行：torch 拒绝 pickle 时的说明有十几行
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a checkpoint dict"
+        )
+    return state
 
 
 def rng_state() -> dict:
@@ -78,14 +113,33 @@ def set_rng_state(state: dict) -> None:
 
 
 def latest_checkpoint(path: Path) -> dict | None:
-    """最新的可读检查点；读不了就退回上一个；都没有则返回 None。"""
+    """最新的可读检查点，不可读时退回到上一个；一个都没有时返回 None，两个都损坏时报
+    错。
+    """
+    damaged = []
     for candidate in (path, previous(path)):
         if candidate.exists():
             try:
                 return load_checkpoint(candidate)
             except CheckpointError as e:
-                print(f"warning: {e}; trying the previous one", file=sys.stderr)
+                print(f"warning: {e}", file=sys.stderr)
+                damaged.append(candidate.name)
+    if damaged:
+        # 从头开始会覆盖 best.pt 和 metrics.jsonl：不如在任何改动之前就停下。
+        raise CheckpointError(
+            f"{path.parent}: {' and '.join(damaged)} cannot be loaded and there is "
+            "no readable fallback; nothing was changed (--resume PATH picks a file)"
+        )
     return None
+
+
+def model_weights(ckpt: dict, raw: bool = False) -> dict:
+    """predict 和 sample 使用的权重：检查点里有 EMA 时用 EMA，除非指定使用原始权重。"""
+    if raw or "ema" not in ckpt:
+        return ckpt["model"]
+    # AveragedModel 把模型放在 'module.' 之下，并用 n_averaged 记录更新次数。
+    ema = ckpt["ema"]
+    return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
@@ -110,3 +164,64 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
             "the checkpoint was made for a different model config: " + "; ".join(parts)
         )
     model.load_state_dict(state)
+
+
+@dataclass
+class Progress:
+    """训练进行到哪里：检查点中除各个 state_dict 之外的全部内容。"""
+
+    step: int = 0
+    epoch: int = 0
+    consumed: int = 0
+    best_val_loss: float = math.inf
+    skipped: int = 0
+
+
+def capture(parts: dict, progress: Progress, cfg: Config, data: Data) -> dict:
+    """检查点内容：各部件的 state_dict、进度、随机数状态、配置和数据元信息。"""
+    return {
+        **{name: part.state_dict() for name, part in parts.items()},
+        **dataclasses.asdict(progress),
+        "rng": rng_state(),
+        "config": dataclasses.asdict(cfg),
+        "data": data.meta,
+    }
+
+
+def restore(ckpt: dict, parts: dict) -> Progress:
+    """把检查点载入各部件；与本次运行不匹配的检查点只报一个清楚的 CheckpointError。"""
+    try:
+        for name, part in parts.items():
+            if isinstance(part, nn.Module):
+                load_model_state(part, ckpt[name])
+            else:
+                part.load_state_dict(ckpt[name])
+        fields = dataclasses.fields(Progress)
+        progress = Progress(**{f.name: ckpt[f.name] for f in fields})
+        set_rng_state(ckpt["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        # 缺少某个键、换了优化器或换了模型配置：用一行说明。
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"the checkpoint does not fit this run: {reason}"
+        ) from None
+    resumed = f"resumed from step {progress.step} (epoch {progress.epoch})"
+    print(resumed, file=sys.stderr)
+    return progress
+
+
+def resume_from(cfg: Config, out_dir: Path) -> dict | None:
+    """返回要续训的检查点，全新运行则返回 None；已有运行记录的 out_dir 绝不会被悄悄覆
+    盖。
+    """
+    if cfg.resume == "auto":
+        return latest_checkpoint(out_dir / "checkpoints/last.pt")
+    if cfg.resume != "none":
+        return load_checkpoint(cfg.resume)
+    held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
+    if any(p.exists() for p in held) and not cfg.overwrite:
+        raise ConfigError(
+            f"{out_dir} already holds a run: continue it with --resume auto, "
+            "or replace it with --overwrite"
+        )
+    return None

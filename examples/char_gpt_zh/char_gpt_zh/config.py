@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ class Config:
     init_from: str = ""
     data_path: str = ""
     val_fraction: float = 0.1
+    num_workers: int = 0
+    overwrite: bool = False
     vocab_size: int = 64
     seq_len: int = 64
     d_model: int = 128
@@ -46,8 +49,10 @@ class Config:
 
     def __post_init__(self):
         problems = []
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"lr must be a finite number > 0, got {self.lr}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.grad_accum_steps < 1:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from char_gpt_zh.config import Config
 
@@ -19,6 +19,75 @@ class Data:
     val: Dataset
     sizes: dict  # 由数据决定的 Config 字段
     meta: dict  # 推理或采样也需要的普通值
+
+
+class GlobalBatches(Sampler[list[int]]):
+    """单个进程的微批次，从一个只取决于（种子，轮）的全局顺序中切出。
+    一轮中第 j 个全局微批次是 order[j*B*W : (j+1)*B*W]，第 r 个进程取其中属于自己
+    的 B 个。因此无论有多少个进程，看到的全局样本序列都相同；续训时可以在 O(1) 时
+    间内从任意样本开始，跳过时不必读取任何数据。
+    """
+
+    def __init__(self, n: int, cfg: Config, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank = n, cfg.seed, rank
+        self.batch_size, self.world = cfg.batch_size, world
+        # 一轮只包含完整的优化器步；剩下的少量样本留给下一轮重新打乱。
+        self.step_samples = cfg.batch_size * cfg.grad_accum_steps * world
+        self.usable = n // self.step_samples * self.step_samples
+        self.epoch, self.start = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.usable // self.step_samples
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """下一遍从第 epoch 轮的第 start 个样本开始（按所有进程合计）。"""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return (self.usable - self.start) // (self.batch_size * self.world)
+
+    def __iter__(self):
+        # 这一轮的顺序只取决于（种子，轮）
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g)
+        for start in range(self.start, self.usable, self.batch_size * self.world):
+            mine = start + self.rank * self.batch_size
+            yield order[mine : mine + self.batch_size].tolist()
+
+
+def micro_batches(loader: DataLoader, epoch: int, consumed: int):
+    """不断产出（轮，已消耗样本数，批次），从第 epoch 轮的第 consumed 个样本开始。
+    一轮的顺序只取决于（种子，轮），而采样器可以从其中任意位置开始，所以续训时恰好
+    接着产出下一个本该看到的批次，无需读取之前的批次。
+    """
+    sampler = loader.batch_sampler
+    while True:
+        sampler.set_position(epoch, consumed)
+        for batch in loader:
+            consumed += sampler.batch_size * sampler.world
+            yield epoch, consumed, batch
+        epoch, consumed = epoch + 1, 0
+
+
+def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
+    """训练数据加载器从 GlobalBatches 取批次；验证集在各进程之间切分。"""
+    # 锁页内存让 non_blocking 拷贝真正异步；工作进程在 GPU 训练的同时解码数据。
+    workers = dict(
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    batches = GlobalBatches(len(data.train), cfg, rank, world)
+    if batches.steps_per_epoch == 0:
+        raise DataError(
+            f"the training split has {len(data.train)} examples, fewer than one "
+            f"optimizer step ({batches.step_samples}); lower --batch-size"
+        )
+    train = DataLoader(
+        data.train, batch_sampler=batches, generator=torch.Generator(), **workers
+    )
+    return train, DataLoader(data.val, batch_size=cfg.batch_size, **workers)
 
 
 def synthetic_text(cfg: Config) -> str:

@@ -5,6 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from char_gpt_zh.config import Config
 
@@ -112,6 +113,32 @@ class GPT(nn.Module):
             probs = F.softmax(logits, dim=-1)
             idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)
         return idx
+
+
+class EMA(AveragedModel):
+    """权重的指数移动平均（EMA）：每一步之后，avg += (1 - decay) * (weights - avg)。
+    torch 自带的 AveragedModel 每次更新都要把 n_averaged 读回主机两次，会让 GPU 每
+    一步都停顿；这里的实现把判断留在设备上。state_dict 与 AveragedModel 相同：权重
+    放在 'module.' 之下，另有 n_averaged。
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, use_buffers=True)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        # 第一次更新直接复制权重（权重系数为 1）；之后每次向当前权重移动 (1 - decay) 的
+        # 比例。
+        weight = torch.where(self.n_averaged == 0, 1.0, 1.0 - self.decay)
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [*model.parameters(), *model.buffers()]
+        for avg, new in zip(averaged, current, strict=True):
+            if avg.is_floating_point():
+                avg.lerp_(new.detach(), weight)
+            else:
+                avg.copy_(new)
+        self.n_averaged += 1
 
 
 def build_model(cfg: Config) -> nn.Module:

@@ -7,7 +7,12 @@ import sys
 
 import torch
 
-from char_gpt_zh.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from char_gpt_zh.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    model_weights,
+)
 from char_gpt_zh.config import Config
 from char_gpt_zh.model import build_model
 
@@ -26,6 +31,11 @@ def main(argv: list[str] | None = None) -> None:
         "--top-k", type=int, default=0, help="sample from the k likeliest; 0 = all"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="use the trained weights, not their moving average (EMA)",
+    )
     args = parser.parse_args(argv)
     if args.temperature <= 0:
         parser.error("--temperature must be > 0")
@@ -33,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = load_checkpoint(args.checkpoint)
         cfg = Config(**ckpt["config"])
         model = build_model(cfg)
-        load_model_state(model, ckpt["model"])
+        load_model_state(model, model_weights(ckpt, args.raw_weights))
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,8 +1,6 @@
 """训练：python -m char_gpt_zh.train [--config FILE.toml] [--字段 值 ...]"""
 
 import dataclasses
-import itertools
-import json
 import math
 import random
 import signal
@@ -12,70 +10,47 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import lr_scheduler
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from char_gpt_zh.checkpoint import (
     CheckpointError,
-    latest_checkpoint,
+    Progress,
+    capture,
     load_checkpoint,
     load_model_state,
-    rng_state,
+    restore,
+    resume_from,
     save_checkpoint,
-    set_rng_state,
 )
 from char_gpt_zh.config import Config, ConfigError, load_config
-from char_gpt_zh.data import DataError, build_datasets
-from char_gpt_zh.model import build_model
+from char_gpt_zh.data import DataError, build_datasets, loaders, micro_batches
+from char_gpt_zh.metrics import MetricsLog, Telemetry
+from char_gpt_zh.model import EMA, build_model
+from char_gpt_zh.optim import build_scheduler, configure_optimizer
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """选择训练设备；指定了不存在的设备属于配置错误，只报一行，不抛出回溯。"""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(
+            f"--device {name}: this machine has {count} CUDA GPUs; use auto or cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available here; use auto or cpu")
+    return device
 
 
-def configure_optimizer(model: nn.Module, cfg: Config, device: torch.device):
-    # 权重衰减只作用于权重矩阵，不作用于偏置和归一化层的增益。
-    # 权重衰减把参数拉向零。对偏置或 LayerNorm 的增益来说，零并不代表更简单的模型，只会
-    # 更差，所以 GPT-2 和大多数现代做法都不对一维参数做衰减。
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {
-            "params": [p for p in params if p.dim() >= 2],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # 融合（fused）优化器内核一次遍历更新所有参数（CPU 和 CUDA 均支持）。
-    fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
-    """学习率调度；它的总长度按优化器步数计算。
-    按优化器步数而不是 epoch 计数，无论训练长度由 max_steps 还是 epochs 决定、
-    grad_accum_steps 取多少，调度曲线的形状都保持一致。
-    https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate
-    """
-    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else max(1, total_steps // 20)
-    cosine = lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, total_steps - warmup), eta_min=cfg.min_lr
-    )
-    if warmup == 0:
-        # SequentialLR 的里程碑为 0 时有已知 bug；没有预热时，整个调度就是余弦退火。
-        return cosine
-    # 从 lr / 1000 线性预热（LinearLR 的起始系数必须大于 0）。
-    # 训练最初几步中 Adam 的二阶矩估计还不准确；先用较小的学习率，可以避免这几步把权重推
-    # 得太远。
-    linear = lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
-    return lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+def to_device(batch: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """把一个批次拷到设备上，不等待：从锁页内存出发，拷贝与计算可以重叠。"""
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -83,33 +58,29 @@ def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: DataLoader, cfg: Config, device: torch.device
-) -> dict:
+def evaluate(model: nn.Module, loader, cfg, device) -> dict:
     """整个验证集上的平均损失。"""
     model.eval()
-    total, n = 0.0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
+    # 损失×样本数、样本数、正确数：在设备上累加，最后只读一次，而不是每个批次读一次。
+    sums = torch.zeros(3, device=device)
+    for batch in loader:
+        x, y = to_device(batch, device)
         output = model(x)
-        total += loss_fn(cfg, output, y).item() * len(y)
-        n += len(y)
+        sums[0] += loss_fn(cfg, output, y) * len(y)
+        sums[1] += len(y)
     model.train()
+    total, n, correct = sums.tolist()
     return {"loss": total / n}
 
 
-def micro_batches(
-    loader: DataLoader, shuffle: torch.Generator, cfg: Config, epoch: int, start: int
-):
-    """无限地产生 (epoch, index, batch)，从第 epoch 轮的第 start 个批次开始。
-    每一轮的打乱顺序只取决于 (seed, epoch)。因此恢复的训练会重放同样的顺序，并跳过
-    已经用过的批次——这正是在一轮中途恢复也能做到精确的原因。
-    """
-    while True:
-        shuffle.manual_seed(cfg.seed + epoch)
-        for i, batch in enumerate(itertools.islice(loader, start, None), start):
-            yield epoch, i, batch
-        epoch, start = epoch + 1, 0
+def check_flags(nonfinite_at: torch.Tensor) -> None:
+    """在事件时检查：如果自上次事件以来出现过 inf 或 nan 损失，就用一行信息停止训练。"""
+    bad = nonfinite_at.item()  # 两次事件之间唯一的主机读取
+    if bad:
+        raise FloatingPointError(
+            f"the loss became inf or nan at step {bad}; "
+            "stopped before it reached a checkpoint"
+        )
 
 
 class GracefulStop:
@@ -129,167 +100,150 @@ class GracefulStop:
     def handler(self, signum, frame) -> None:
         self.signum = signum
 
+    def exit(self, step: int) -> None:
+        print(f"stopped at step {step}; continue with --resume auto", file=sys.stderr)
+        # 退出码为 128 + 信号编号：SIGINT 为 130，SIGTERM 为 143，与 shell 的约定一致。
+        raise SystemExit(128 + self.signum)
+
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
 
-class MetricsLog:
-    """每行一个 JSON 对象。恢复训练时先删去检查点步数之后的记录，保证每一步只出现一次。"""
+def train_step(model, optimizer, batches, progress, cfg, device) -> tuple:
+    """一个优化器步：对 grad_accum_steps 个微批次做前向和反向传播，然后裁剪、更新。这
+    里没有任何从设备读取的操作。
+    """
+    loss_sum = torch.zeros((), device=device)
+    # 梯度在 grad_accum_steps 个微批次上累加：用同样的显存得到更大的批量。
+    # 每个微批次的损失都除以微批次数，所以累加后的梯度等于一个大批次平均损失的梯度。
+    for _ in range(cfg.grad_accum_steps):
+        progress.epoch, progress.consumed, batch = next(batches)
+        x, y = to_device(batch, device)
+        loss = loss_fn(cfg, model(x), y) / cfg.grad_accum_steps
+        loss.backward()
+        loss_sum += loss.detach()
+    # 裁剪前的梯度总范数，留在设备上；max_norm=inf 时只计算范数，不做裁剪。
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    # found_inf 为 1 时，融合优化器在设备上跳过这次更新
+    # GradScaler 正是这样在不读取主机的情况下跳过 fp16 步的：非有限的梯度永远不会进入权
+    # 重。
+    optimizer.found_inf = grad_norm.isfinite().logical_not().float()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
 
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step is not None and path.exists():
-            lines = path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
-        path.write_text("".join(line + "\n" for line in kept))
 
-    def write(self, **event) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(event) + "\n")
-
-
-def train(cfg: Config) -> dict:
-    """按 cfg 训练；返回最后一次验证的指标。"""
+def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
+    """数据、模型和优化器；`parts` 按检查点中的键名收纳所有带 state_dict 的部件。
+    先设置随机种子，所以初始权重只取决于种子。EMA 副本在编译和 DDP 包装之前创建，
+    它的键名因此与普通模型一致。
+    """
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = pick_device(cfg.device)
     data = build_datasets(cfg)
     # 输入尺寸、类别数或词表由数据决定。
     cfg = dataclasses.replace(cfg, **data.sizes)
     model = build_model(cfg).to(device)
     if cfg.init_from:
         load_model_state(model, load_checkpoint(cfg.init_from)["model"])
+    # 精确续训所需的、带 state_dict 的全部部件，以及它们在检查点中的键名。
+    parts = {"model": model}
     # 权重（及缓冲区）的指数滑动平均，与原始模型一起评估。
     # 在最近约 1/(1 - decay) 步上取平均，可以平滑最后几步随机梯度下降的噪声；平均后的模
     # 型往往比最后一步的权重泛化得更好。
     # https://pytorch.org/docs/stable/optim.html#weight-averaging-swa-and-ema
-    ema = AveragedModel(
-        model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
-    )
-    optimizer = configure_optimizer(model, cfg, device)
+    parts["ema"] = EMA(model, cfg.ema_decay)
+    parts["optimizer"] = configure_optimizer(model, cfg, device)
+    return cfg, data, model, parts
 
-    shuffle = torch.Generator()
-    train_loader = DataLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=shuffle,
-    )
-    val_loader = DataLoader(data.val, batch_size=cfg.batch_size)
-    steps_per_epoch = len(train_loader) // cfg.grad_accum_steps
-    total_steps = cfg.max_steps or cfg.epochs * max(1, steps_per_epoch)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
 
+def train(cfg: Config) -> dict:
+    """按 cfg 训练；返回最后一次验证的指标。"""
+    rank, world, device = 0, 1, pick_device(cfg.device)
+    if device.type == "cuda":
+        # fp32 矩阵乘法使用 TF32 张量核心：在 A100 或 H100 上约为 fp32 的 8 倍速度，尾数
+        # 保留 10 位。
+        # https://pytorch.org/docs/stable/notes/cuda.html#tensorfloat-32-tf32-on-ampere-and-later-devices
+        torch.set_float32_matmul_precision("high")
+    cfg, data, model, parts = build(cfg, device, rank, world)
+    optimizer = parts["optimizer"]
+    ema = parts["ema"]
+    loader, val_loader = loaders(data, cfg, device, rank, world)
+    total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
+    scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
     out_dir = Path(cfg.out_dir)
-    last_path = out_dir / "checkpoints/last.pt"
-    best_path = out_dir / "checkpoints/best.pt"
-    step, epoch, start, best = 0, 0, 0, math.inf
-    if cfg.resume == "none":
-        ckpt = None
-    elif cfg.resume == "auto":
-        ckpt = latest_checkpoint(last_path)
-    else:
-        ckpt = load_checkpoint(cfg.resume)
-    if ckpt is not None:
-        # 决定下一步的一切：权重、优化器的矩估计、学习率调度、数据位置、随机数状态。
-        load_model_state(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        ema.load_state_dict(ckpt["ema"])
-        step, epoch, start = ckpt["step"], ckpt["epoch"], ckpt["batch"]
-        best = ckpt["best_val_loss"]
-        set_rng_state(ckpt["rng"])
-        print(
-            f"resumed from step {step} (epoch {epoch}, batch {start})", file=sys.stderr
-        )
-    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if ckpt else None)
-
-    def checkpoint() -> dict:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "batch": start,
-            "best_val_loss": best,
-            "rng": rng_state(),
-            "config": dataclasses.asdict(cfg),
-            "data": data.meta,
-        }
-
-    def validate() -> dict:
-        nonlocal best
-        metrics = evaluate(model, val_loader, cfg, device)
-        averaged = evaluate(ema.module, val_loader, cfg, device)
-        metrics.update({f"ema_{k}": v for k, v in averaged.items()})
-        log.write(
-            step=step,
-            epoch=epoch,
-            split="val",
-            lr=optimizer.param_groups[0]["lr"],
-            **metrics,
-        )
-        if metrics["loss"] < best:
-            best = metrics["loss"]
-            save_checkpoint(best_path, checkpoint())
-        return metrics
-
-    metrics = validate() if step == 0 else {}
-    model.train()
-    batches = micro_batches(train_loader, shuffle, cfg, epoch, start)
-    progress = tqdm(total=total_steps, initial=step, disable=None, desc="train")
+    ckpt = resume_from(cfg, out_dir)
+    progress = restore(ckpt, parts) if ckpt else Progress()
+    first = progress.step
+    log_path = out_dir / "metrics.jsonl"
+    log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
+    telemetry = Telemetry(cfg, model, device, torch.float32, world)
+    batches = micro_batches(loader, progress.epoch, progress.consumed)
+    # 这些计数器放在设备上：读取它们会让 GPU 停顿，所以只在事件时读取。
+    skipped = torch.tensor(float(progress.skipped), device=device)
+    nonfinite_at = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = grad_norm = torch.zeros((), device=device)
+    lr = optimizer.param_groups[0]["lr"]
+    metrics = {}
     with GracefulStop() as stop:
-        while step < total_steps:
+        while True:
+            step = progress.step
+            # 记录日志、评估和保存都在事件时进行；事件之间的各步从不从设备读取数据。
+            # 调用 .item()、float(t)、bool(t) 或 print(t) 时，CPU 必须等 GPU 完成所有排
+            # 队的工作，在此期间无法排入下一步。续训那一步的事件在写检查点之前已经执行过
+            # 了。
+            due, end = step > first or step == 0, step == total_steps
+            log_now = due and step > 0 and step % cfg.log_every == 0
+            eval_now = due and (step % cfg.eval_every == 0 or end)
+            save_now = due and step > 0 and (step % cfg.save_every == 0 or end)
+            stopping = stop.signum is not None
+            if log_now or eval_now or save_now or stopping:
+                check_flags(nonfinite_at)
+            if log_now:
+                loss, norm, skips = torch.stack([loss_sum, grad_norm, skipped]).tolist()
+                values = dict(lr=lr, loss=loss, grad_norm=norm, skipped=int(skips))
+                timing = telemetry.measure(step)
+                log.write("train", step, progress.epoch, **values, **timing)
+            if eval_now:
+                metrics = evaluate(model, val_loader, cfg, device)
+                averaged = evaluate(ema.module, val_loader, cfg, device)
+                metrics.update({f"ema_{k}": v for k, v in averaged.items()})
+                lr_now = optimizer.param_groups[0]["lr"]
+                log.write("val", step, progress.epoch, lr=lr_now, **metrics)
+                # 按 predict 和 sample 将要使用的那组权重的损失来挑选 best.pt
+                score = metrics["ema_loss"]
+                if score < progress.best_val_loss:
+                    progress.best_val_loss = score
+                    state = capture(parts, progress, cfg, data)
+                    save_checkpoint(out_dir / "checkpoints/best.pt", state)
+            if save_now or stopping:
+                progress.skipped = int(skipped.item())
+                state = capture(parts, progress, cfg, data)
+                last = out_dir / "checkpoints/last.pt"
+                save_checkpoint(last, state, keep_previous=True)
+            if stopping:
+                log.close()
+                stop.exit(step)
+            if eval_now or save_now:
+                # 吞吐量只统计训练步，不含评估和保存的时间。
+                telemetry.restart(step)
+            if step == total_steps:
+                break
             lr = optimizer.param_groups[0]["lr"]
-            loss_sum = torch.zeros((), device=device)
-            # 梯度在 grad_accum_steps 个微批次上累加：用同样的显存得到更大的批量。
-            # 每个微批次的损失都除以微批次数，所以累加后的梯度等于一个大批次平均损失的梯
-            # 度。
-            for _ in range(cfg.grad_accum_steps):
-                epoch, i, (x, y) = next(batches)
-                x, y = x.to(device), y.to(device)
-                loss = loss_fn(cfg, model(x), y) / cfg.grad_accum_steps
-                loss.backward()
-                loss_sum += loss.detach()
-            # 一旦损失出现 NaN 或 inf 就立即停止，不让它影响权重或写进检查点。
-            if not torch.isfinite(loss_sum):
-                raise FloatingPointError(
-                    f"the loss is {loss_sum.item()} at step {step + 1}"
-                )
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss_sum, grad_norm = train_step(
+                model, optimizer, batches, progress, cfg, device
+            )
+            # 在设备上记下损失第一次变为 inf 或 nan 的步数，不需要同步。
+            first_bad = ~loss_sum.isfinite() & (nonfinite_at == 0)
+            nonfinite_at.masked_fill_(first_bad, step + 1)
+            # 在设备上统计被跳过更新的步数
+            skipped += grad_norm.isfinite().logical_not()
             scheduler.step()
             ema.update_parameters(model)
-            optimizer.zero_grad(set_to_none=True)
-            step, start = step + 1, i + 1
-            progress.update()
-            if step % cfg.log_every == 0:
-                log.write(
-                    step=step, epoch=epoch, split="train", lr=lr, loss=loss_sum.item()
-                )
-                progress.set_postfix(loss=f"{loss_sum.item():.4f}")
-            if step % cfg.eval_every == 0 or step == total_steps:
-                metrics = validate()
-            stopping = stop.signum is not None
-            if step % cfg.save_every == 0 or step == total_steps or stopping:
-                save_checkpoint(last_path, checkpoint(), keep_previous=True)
-            if stopping:
-                progress.close()
-                print(
-                    f"stopped at step {step}; continue with --resume auto",
-                    file=sys.stderr,
-                )
-                # 退出码为 128 + 信号编号：SIGINT 为 130，SIGTERM 为 143，与 shell 的约
-                # 定一致。
-                raise SystemExit(128 + stop.signum)
-    progress.close()
+            progress.step += 1
+            log.step()
+    log.close()
     return metrics
 
 
@@ -297,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(argv)
     try:
         metrics = train(cfg)
-    except (ConfigError, DataError, CheckpointError, FloatingPointError) as e:
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (DataError, CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))

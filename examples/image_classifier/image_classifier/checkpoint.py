@@ -1,12 +1,19 @@
 """Checkpoints: atomic writes, safe loads, and the RNG state that exact resume needs."""
 
+import dataclasses
+import math
 import os
 import random
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
+
+from image_classifier.config import Config, ConfigError
+from image_classifier.data import Data
 
 
 class CheckpointError(RuntimeError):
@@ -15,10 +22,16 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> None:
     """Write to a temporary file, fsync it, then rename it over the target."""
+    if not all_finite(state):
+        raise FloatingPointError(
+            f"not writing {path}: the weights or optimizer state hold inf or nan"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A plain open() gives the file the mode the umask allows, so the group can read it
+    # on a shared file system.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -36,6 +49,21 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> Non
         os.close(dir_fd)
 
 
+def all_finite(state) -> bool:
+    """True when no floating tensor in the state holds inf or nan (one host read)."""
+    checks = []
+    todo = [state]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo += item.values()
+        elif isinstance(item, (list, tuple)):
+            todo += item
+        elif isinstance(item, torch.Tensor) and item.is_floating_point():
+            checks.append(item.isfinite().all())
+    return bool(torch.stack(checks).all()) if checks else True
+
+
 def previous(path: Path) -> Path:
     """checkpoints/last.pt -> checkpoints/last.prev.pt"""
     return path.with_suffix(".prev" + path.suffix)
@@ -46,11 +74,20 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         # weights_only=True never runs pickled code: loading a file cannot execute
         # anything.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+        # one line: torch's explanation of a refused pickle runs to a dozen
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a checkpoint dict"
+        )
+    return state
 
 
 def rng_state() -> dict:
@@ -70,14 +107,23 @@ def set_rng_state(state: dict) -> None:
 
 def latest_checkpoint(path: Path) -> dict | None:
     """The newest readable checkpoint, falling back to the previous one; None if
-    there is none.
+    there is none, and an error if both are damaged.
     """
+    damaged = []
     for candidate in (path, previous(path)):
         if candidate.exists():
             try:
                 return load_checkpoint(candidate)
             except CheckpointError as e:
-                print(f"warning: {e}; trying the previous one", file=sys.stderr)
+                print(f"warning: {e}", file=sys.stderr)
+                damaged.append(candidate.name)
+    if damaged:
+        # Starting over would overwrite best.pt and metrics.jsonl: stop instead, before
+        # anything changes.
+        raise CheckpointError(
+            f"{path.parent}: {' and '.join(damaged)} cannot be loaded and there is "
+            "no readable fallback; nothing was changed (--resume PATH picks a file)"
+        )
     return None
 
 
@@ -103,3 +149,102 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
             "the checkpoint was made for a different model config: " + "; ".join(parts)
         )
     model.load_state_dict(state)
+
+
+@dataclass
+class Progress:
+    """Where the run is: everything a checkpoint holds besides the state_dicts."""
+
+    step: int = 0
+    epoch: int = 0
+    consumed: int = 0
+    best_val_loss: float = math.inf
+    skipped: int = 0
+
+
+def capture(parts: dict, progress: Progress, cfg: Config, data: Data) -> dict:
+    """The checkpoint: every part's state_dict, the progress, the RNG states, the
+    config and the data's metadata.
+    """
+    return {
+        **{name: part.state_dict() for name, part in parts.items()},
+        **dataclasses.asdict(progress),
+        "rng": rng_states(),
+        "config": dataclasses.asdict(cfg),
+        "data": data.meta,
+    }
+
+
+def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
+    """Load a checkpoint into the parts; a checkpoint that does not fit is one clear
+    CheckpointError.
+    """
+    try:
+        for name, part in parts.items():
+            if isinstance(part, nn.Module):
+                load_model_state(part, ckpt[name])
+            else:
+                part.load_state_dict(ckpt[name])
+        fields = dataclasses.fields(Progress)
+        progress = Progress(**{f.name: ckpt[f.name] for f in fields})
+        if len(ckpt["rng"]) != world:
+            raise CheckpointError(
+                f"the checkpoint was saved by {len(ckpt['rng'])} ranks, not {world}"
+            )
+        set_rng_state(ckpt["rng"][rank])  # each rank its own random stream
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        # A missing key, another optimizer or another model config: say so in one line.
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"the checkpoint does not fit this run: {reason}"
+        ) from None
+    resumed = f"resumed from step {progress.step} (epoch {progress.epoch})"
+    if rank == 0:
+        print(resumed, file=sys.stderr)
+    return progress
+
+
+def resume_from(cfg: Config, out_dir: Path) -> dict | None:
+    """The checkpoint to resume from, or None for a fresh run; an out_dir that holds
+    a run is never overwritten silently.
+    """
+    if cfg.resume == "auto":
+        return latest_checkpoint(out_dir / "checkpoints/last.pt")
+    if cfg.resume != "none":
+        return load_checkpoint(cfg.resume)
+    held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
+    if any(p.exists() for p in held) and not cfg.overwrite:
+        raise ConfigError(
+            f"{out_dir} already holds a run: continue it with --resume auto, "
+            "or replace it with --overwrite"
+        )
+    return None
+
+
+def rng_states() -> list:
+    """Every rank's RNG state, gathered to all ranks; rank 0 saves them, and each
+    rank restores its own.
+    """
+    if not dist.is_initialized():
+        return [rng_state()]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def save(path: Path, state: dict, keep_previous: bool = False) -> None:
+    """Rank 0 writes the checkpoint; the others wait for its verdict, so all ranks
+    leave save() together.
+    """
+    error = [None]
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            save_checkpoint(path, state, keep_previous=keep_previous)
+        except FloatingPointError as e:
+            error = [str(e)]
+    if dist.is_initialized():
+        # The others wait here for rank 0's verdict, so every rank leaves save() with
+        # the checkpoint on disk.
+        dist.broadcast_object_list(error, src=0)
+    if error[0]:
+        raise FloatingPointError(error[0])

@@ -5,6 +5,7 @@ file.
 import argparse
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 
@@ -34,6 +35,8 @@ class Config:
     init_from: str = ""
     data_path: str = ""
     val_fraction: float = 0.1
+    num_workers: int = 0
+    overwrite: bool = False
     in_channels: int = 3
     image_size: int = 32
     channels: list[int] = field(default_factory=lambda: [32, 64])
@@ -50,8 +53,10 @@ class Config:
 
     def __post_init__(self):
         problems = []
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"lr must be a finite number > 0, got {self.lr}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.grad_accum_steps < 1:

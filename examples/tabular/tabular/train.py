@@ -1,8 +1,6 @@
 """Train: python -m tabular.train [--config FILE.toml] [--FIELD VALUE ...]"""
 
 import dataclasses
-import itertools
-import json
 import math
 import random
 import signal
@@ -12,62 +10,51 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import lr_scheduler
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from tabular.checkpoint import (
     CheckpointError,
-    latest_checkpoint,
+    Progress,
+    capture,
     load_checkpoint,
     load_model_state,
-    rng_state,
+    restore,
+    resume_from,
     save_checkpoint,
-    set_rng_state,
 )
 from tabular.config import Config, ConfigError, load_config
-from tabular.data import DataError, build_datasets
+from tabular.data import DataError, build_datasets, loaders, micro_batches
+from tabular.metrics import MetricsLog, Telemetry
 from tabular.model import build_model
+from tabular.optim import build_scheduler, configure_optimizer
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The device to train on; a device that is not there is a config error, not a
+    traceback.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(
+            f"--device {name}: this machine has {count} CUDA GPUs; use auto or cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available here; use auto or cpu")
+    return device
 
 
-def configure_optimizer(model: nn.Module, cfg: Config, device: torch.device):
-    # Weight decay on weight matrices only, not on biases or norm gains.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {
-            "params": [p for p in params if p.dim() >= 2],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # The fused optimizer kernel updates all parameters in one pass (CPU and CUDA).
-    fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
-    """The learning-rate schedule; its horizon is counted in optimizer steps."""
-    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else max(1, total_steps // 20)
-    cosine = lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, total_steps - warmup), eta_min=cfg.min_lr
-    )
-    if warmup == 0:
-        # SequentialLR with a milestone at 0 is buggy; with no warm-up, cosine is the
-        # whole schedule.
-        return cosine
-    # Warm up linearly from lr / 1000 (LinearLR needs a start factor above 0).
-    linear = lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
-    return lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+def to_device(batch: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy a batch to the device without waiting: from pinned memory the copy
+    overlaps compute.
+    """
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,31 +62,31 @@ def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: DataLoader, cfg: Config, device: torch.device
-) -> dict:
+def evaluate(model: nn.Module, loader, cfg, device) -> dict:
     """Mean loss and accuracy over the whole validation split."""
     model.eval()
-    total, n, correct = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
+    # loss * n, n, correct: summed on the device and read once at the end, not once per
+    # batch.
+    sums = torch.zeros(3, device=device)
+    for batch in loader:
+        x, y = to_device(batch, device)
         output = model(x)
-        total += loss_fn(cfg, output, y).item() * len(y)
-        n += len(y)
-        correct += (output.argmax(dim=-1) == y).sum().item()
+        sums[0] += loss_fn(cfg, output, y) * len(y)
+        sums[1] += len(y)
+        sums[2] += (output.argmax(dim=-1) == y).sum()
     model.train()
+    total, n, correct = sums.tolist()
     return {"loss": total / n, "accuracy": correct / n}
 
 
-def micro_batches(
-    loader: DataLoader, shuffle: torch.Generator, cfg: Config, epoch: int, start: int
-):
-    """Yield (epoch, index, batch) forever, starting at batch `start` of `epoch`."""
-    while True:
-        shuffle.manual_seed(cfg.seed + epoch)
-        for i, batch in enumerate(itertools.islice(loader, start, None), start):
-            yield epoch, i, batch
-        epoch, start = epoch + 1, 0
+def check_flags(nonfinite_at: torch.Tensor) -> None:
+    """At an event: stop with one line if a loss was inf or nan since the last one."""
+    bad = nonfinite_at.item()  # the only host read between events
+    if bad:
+        raise FloatingPointError(
+            f"the loss became inf or nan at step {bad}; "
+            "stopped before it reached a checkpoint"
+        )
 
 
 class GracefulStop:
@@ -117,158 +104,140 @@ class GracefulStop:
     def handler(self, signum, frame) -> None:
         self.signum = signum
 
+    def exit(self, step: int) -> None:
+        print(f"stopped at step {step}; continue with --resume auto", file=sys.stderr)
+        # 128 + the signal number: 130 for SIGINT, 143 for SIGTERM, as a shell reports
+        # them.
+        raise SystemExit(128 + self.signum)
+
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
 
-class MetricsLog:
-    """One JSON object per line. On resume, events after the checkpoint's step are
-    dropped, so every step appears once.
+def train_step(model, optimizer, batches, progress, cfg, device) -> tuple:
+    """One optimizer step: forward and backward over grad_accum_steps micro-batches,
+    clip, update. Nothing here reads from the device.
     """
+    loss_sum = torch.zeros((), device=device)
+    # Gradients add up over grad_accum_steps micro-batches: a larger batch in the same
+    # memory.
+    for _ in range(cfg.grad_accum_steps):
+        progress.epoch, progress.consumed, batch = next(batches)
+        x, y = to_device(batch, device)
+        loss = loss_fn(cfg, model(x), y) / cfg.grad_accum_steps
+        loss.backward()
+        loss_sum += loss.detach()
+    # The total gradient norm before clipping, kept on the device; max_norm=inf measures
+    # it without clipping.
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    # where found_inf is 1 the fused optimizer skips the update on the device
+    optimizer.found_inf = grad_norm.isfinite().logical_not().float()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
 
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step is not None and path.exists():
-            lines = path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
-        path.write_text("".join(line + "\n" for line in kept))
 
-    def write(self, **event) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(event) + "\n")
-
-
-def train(cfg: Config) -> dict:
-    """Train from cfg; return the last validation metrics."""
+def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
+    """Data, model and optimizer; `parts` holds everything with a state_dict, under
+    its checkpoint key.
+    """
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = pick_device(cfg.device)
     data = build_datasets(cfg)
     # The input size, the classes or the vocabulary come from the data.
     cfg = dataclasses.replace(cfg, **data.sizes)
     model = build_model(cfg).to(device)
     if cfg.init_from:
         load_model_state(model, load_checkpoint(cfg.init_from)["model"])
-    optimizer = configure_optimizer(model, cfg, device)
+    # Everything with a state_dict that exact resume needs, under its checkpoint key.
+    parts = {"model": model}
+    parts["optimizer"] = configure_optimizer(model, cfg, device)
+    return cfg, data, model, parts
 
-    shuffle = torch.Generator()
-    train_loader = DataLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=shuffle,
-    )
-    val_loader = DataLoader(data.val, batch_size=cfg.batch_size)
-    steps_per_epoch = len(train_loader) // cfg.grad_accum_steps
-    total_steps = cfg.max_steps or cfg.epochs * max(1, steps_per_epoch)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
 
+def train(cfg: Config) -> dict:
+    """Train from cfg; return the last validation metrics."""
+    rank, world, device = 0, 1, pick_device(cfg.device)
+    if device.type == "cuda":
+        # TF32 tensor cores for fp32 matmuls: about 8x the fp32 rate on an A100 or H100,
+        # at 10 bits of mantissa.
+        torch.set_float32_matmul_precision("high")
+    cfg, data, model, parts = build(cfg, device, rank, world)
+    optimizer = parts["optimizer"]
+    loader, val_loader = loaders(data, cfg, device, rank, world)
+    total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
+    scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
     out_dir = Path(cfg.out_dir)
-    last_path = out_dir / "checkpoints/last.pt"
-    best_path = out_dir / "checkpoints/best.pt"
-    step, epoch, start, best = 0, 0, 0, math.inf
-    if cfg.resume == "none":
-        ckpt = None
-    elif cfg.resume == "auto":
-        ckpt = latest_checkpoint(last_path)
-    else:
-        ckpt = load_checkpoint(cfg.resume)
-    if ckpt is not None:
-        # Everything that decides the next step: weights, optimizer moments, schedule,
-        # data position, RNG.
-        load_model_state(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step, epoch, start = ckpt["step"], ckpt["epoch"], ckpt["batch"]
-        best = ckpt["best_val_loss"]
-        set_rng_state(ckpt["rng"])
-        print(
-            f"resumed from step {step} (epoch {epoch}, batch {start})", file=sys.stderr
-        )
-    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if ckpt else None)
-
-    def checkpoint() -> dict:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "batch": start,
-            "best_val_loss": best,
-            "rng": rng_state(),
-            "config": dataclasses.asdict(cfg),
-            "data": data.meta,
-        }
-
-    def validate() -> dict:
-        nonlocal best
-        metrics = evaluate(model, val_loader, cfg, device)
-        log.write(
-            step=step,
-            epoch=epoch,
-            split="val",
-            lr=optimizer.param_groups[0]["lr"],
-            **metrics,
-        )
-        if metrics["loss"] < best:
-            best = metrics["loss"]
-            save_checkpoint(best_path, checkpoint())
-        return metrics
-
-    metrics = validate() if step == 0 else {}
-    model.train()
-    batches = micro_batches(train_loader, shuffle, cfg, epoch, start)
-    progress = tqdm(total=total_steps, initial=step, disable=None, desc="train")
+    ckpt = resume_from(cfg, out_dir)
+    progress = restore(ckpt, parts) if ckpt else Progress()
+    first = progress.step
+    log_path = out_dir / "metrics.jsonl"
+    log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
+    telemetry = Telemetry(cfg, model, device, torch.float32, world)
+    batches = micro_batches(loader, progress.epoch, progress.consumed)
+    # Counters that live on the device: reading them would stall the GPU, so they are
+    # read only at events.
+    skipped = torch.tensor(float(progress.skipped), device=device)
+    nonfinite_at = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = grad_norm = torch.zeros((), device=device)
+    lr = optimizer.param_groups[0]["lr"]
+    metrics = {}
     with GracefulStop() as stop:
-        while step < total_steps:
-            lr = optimizer.param_groups[0]["lr"]
-            loss_sum = torch.zeros((), device=device)
-            # Gradients add up over grad_accum_steps micro-batches: a larger batch in
-            # the same memory.
-            for _ in range(cfg.grad_accum_steps):
-                epoch, i, (x, y) = next(batches)
-                x, y = x.to(device), y.to(device)
-                loss = loss_fn(cfg, model(x), y) / cfg.grad_accum_steps
-                loss.backward()
-                loss_sum += loss.detach()
-            # Stop at the first NaN or inf loss, before it can reach the weights or a
-            # checkpoint.
-            if not torch.isfinite(loss_sum):
-                raise FloatingPointError(
-                    f"the loss is {loss_sum.item()} at step {step + 1}"
-                )
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, start = step + 1, i + 1
-            progress.update()
-            if step % cfg.log_every == 0:
-                log.write(
-                    step=step, epoch=epoch, split="train", lr=lr, loss=loss_sum.item()
-                )
-                progress.set_postfix(loss=f"{loss_sum.item():.4f}")
-            if step % cfg.eval_every == 0 or step == total_steps:
-                metrics = validate()
+        while True:
+            step = progress.step
+            # Logging, evaluation and saving happen at events; the steps in between
+            # never read from the device.
+            due, end = step > first or step == 0, step == total_steps
+            log_now = due and step > 0 and step % cfg.log_every == 0
+            eval_now = due and (step % cfg.eval_every == 0 or end)
+            save_now = due and step > 0 and (step % cfg.save_every == 0 or end)
             stopping = stop.signum is not None
-            if step % cfg.save_every == 0 or step == total_steps or stopping:
-                save_checkpoint(last_path, checkpoint(), keep_previous=True)
+            if log_now or eval_now or save_now or stopping:
+                check_flags(nonfinite_at)
+            if log_now:
+                loss, norm, skips = torch.stack([loss_sum, grad_norm, skipped]).tolist()
+                values = dict(lr=lr, loss=loss, grad_norm=norm, skipped=int(skips))
+                timing = telemetry.measure(step)
+                log.write("train", step, progress.epoch, **values, **timing)
+            if eval_now:
+                metrics = evaluate(model, val_loader, cfg, device)
+                lr_now = optimizer.param_groups[0]["lr"]
+                log.write("val", step, progress.epoch, lr=lr_now, **metrics)
+                # best.pt is chosen by the loss of the weights predict and sample will
+                # use
+                score = metrics["loss"]
+                if score < progress.best_val_loss:
+                    progress.best_val_loss = score
+                    state = capture(parts, progress, cfg, data)
+                    save_checkpoint(out_dir / "checkpoints/best.pt", state)
+            if save_now or stopping:
+                progress.skipped = int(skipped.item())
+                state = capture(parts, progress, cfg, data)
+                last = out_dir / "checkpoints/last.pt"
+                save_checkpoint(last, state, keep_previous=True)
             if stopping:
-                progress.close()
-                print(
-                    f"stopped at step {step}; continue with --resume auto",
-                    file=sys.stderr,
-                )
-                # 128 + the signal number: 130 for SIGINT, 143 for SIGTERM, as a shell
-                # reports them.
-                raise SystemExit(128 + stop.signum)
-    progress.close()
+                log.close()
+                stop.exit(step)
+            if eval_now or save_now:
+                # Throughput counts training steps only, not evaluation or saving.
+                telemetry.restart(step)
+            if step == total_steps:
+                break
+            lr = optimizer.param_groups[0]["lr"]
+            loss_sum, grad_norm = train_step(
+                model, optimizer, batches, progress, cfg, device
+            )
+            # Remember the first step whose loss was inf or nan, on the device, without
+            # a sync.
+            first_bad = ~loss_sum.isfinite() & (nonfinite_at == 0)
+            nonfinite_at.masked_fill_(first_bad, step + 1)
+            # steps whose update was skipped, counted on the device
+            skipped += grad_norm.isfinite().logical_not()
+            scheduler.step()
+            progress.step += 1
+            log.step()
+    log.close()
     return metrics
 
 
@@ -276,7 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(argv)
     try:
         metrics = train(cfg)
-    except (ConfigError, DataError, CheckpointError, FloatingPointError) as e:
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (DataError, CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from text_classifier.config import Config
 
@@ -36,6 +36,81 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
             f"({cfg.batch_size}); lower --batch-size or use more data"
         )
     return train, val
+
+
+class GlobalBatches(Sampler[list[int]]):
+    """Micro-batches of one rank, cut from one global order that depends only on
+    (seed, epoch).
+    """
+
+    def __init__(self, n: int, cfg: Config, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank = n, cfg.seed, rank
+        self.batch_size, self.world = cfg.batch_size, world
+        # An epoch holds whole optimizer steps; the few samples left over wait for the
+        # next epoch's shuffle.
+        self.step_samples = cfg.batch_size * cfg.grad_accum_steps * world
+        self.usable = n // self.step_samples * self.step_samples
+        self.epoch, self.start = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.usable // self.step_samples
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """The next pass starts at sample `start` of epoch `epoch` (counted over all
+        ranks).
+        """
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return (self.usable - self.start) // (self.batch_size * self.world)
+
+    def __iter__(self):
+        # the epoch's order depends on (seed, epoch) alone
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g)
+        for start in range(self.start, self.usable, self.batch_size * self.world):
+            mine = start + self.rank * self.batch_size
+            yield order[mine : mine + self.batch_size].tolist()
+
+
+def micro_batches(loader: DataLoader, epoch: int, consumed: int):
+    """Yield (epoch, samples consumed, batch) forever, starting at sample `consumed`
+    of `epoch`.
+    """
+    sampler = loader.batch_sampler
+    while True:
+        sampler.set_position(epoch, consumed)
+        for batch in loader:
+            consumed += sampler.batch_size * sampler.world
+            yield epoch, consumed, batch
+        epoch, consumed = epoch + 1, 0
+
+
+def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
+    """The training loader takes batches from GlobalBatches; validation is split
+    between the ranks.
+    """
+    # Pinned host memory makes non_blocking copies asynchronous; worker processes decode
+    # while the GPU trains.
+    workers = dict(
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    batches = GlobalBatches(len(data.train), cfg, rank, world)
+    if batches.steps_per_epoch == 0:
+        raise DataError(
+            f"the training split has {len(data.train)} examples, fewer than one "
+            f"optimizer step ({batches.step_samples}); lower --batch-size"
+        )
+    train = DataLoader(
+        data.train, batch_sampler=batches, generator=torch.Generator(), **workers
+    )
+    # Each rank evaluates every world-th example: no padding repeats, so the summed
+    # metrics equal one process's.
+    val = Subset(data.val, range(rank, len(data.val), world))
+    return train, DataLoader(val, batch_size=cfg.batch_size, **workers)
 
 
 def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:

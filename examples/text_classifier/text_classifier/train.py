@@ -1,133 +1,69 @@
 """Train: python -m text_classifier.train [--config FILE.toml] [--FIELD VALUE ...]"""
 
 import dataclasses
-import itertools
-import json
 import math
-import os
 import random
 import signal
 import sys
-from contextlib import nullcontext
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.optim import lr_scheduler
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from text_classifier.checkpoint import (
     CheckpointError,
-    latest_checkpoint,
+    Progress,
+    capture,
     load_checkpoint,
     load_model_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
+    restore,
+    resume_from,
+    save,
 )
 from text_classifier.config import Config, ConfigError, load_config
-from text_classifier.data import DataError, build_datasets
+from text_classifier.data import DataError, build_datasets, loaders, micro_batches
+from text_classifier.distributed import (
+    all_ranks,
+    barrier,
+    gradient_sync,
+    parallelize,
+    setup_distributed,
+)
+from text_classifier.metrics import MetricsLog, Telemetry
 from text_classifier.model import build_model
+from text_classifier.optim import build_scheduler, configure_optimizer
+from text_classifier.precision import Precision
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def setup_distributed(cfg: Config) -> tuple[int, int, torch.device | None]:
-    """Join the process group that torchrun set up; return (rank, world size,
-    device).
+    """The device to train on; a device that is not there is a config error, not a
+    traceback.
     """
-    if "RANK" not in os.environ:
-        # A plain single process: no process group.
-        return 0, 1, None
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
-    # A store namespaced per restart attempt: after a worker dies, the restarted group
-    # must not meet the dead group's keys.
-    store = dist.PrefixStore(
-        f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}",
-        dist.TCPStore(
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
-            world,
-            is_master=rank == 0
-            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True",
-            timeout=timedelta(seconds=cfg.dist_timeout),
-        ),
-    )
-    timeout = timedelta(seconds=cfg.dist_timeout)
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        # NCCL on GPUs; device_id binds this process to its GPU at once.
-        dist.init_process_group(
-            "nccl",
-            store=store,
-            rank=rank,
-            world_size=world,
-            timeout=timeout,
-            device_id=device,
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(
+            f"--device {name}: this machine has {count} CUDA GPUs; use auto or cpu"
         )
-    else:
-        device = torch.device("cpu")
-        dist.init_process_group(
-            "gloo", store=store, rank=rank, world_size=world, timeout=timeout
-        )
-    return rank, world, device
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available here; use auto or cpu")
+    return device
 
 
-def configure_optimizer(model: nn.Module, cfg: Config, device: torch.device):
-    # Weight decay on weight matrices only, not on biases or norm gains.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {
-            "params": [p for p in params if p.dim() >= 2],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # The fused optimizer kernel updates all parameters in one pass (CPU and CUDA).
-    fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int):
-    """The learning-rate schedule; its horizon is counted in optimizer steps."""
-    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else max(1, total_steps // 20)
-    cosine = lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, total_steps - warmup), eta_min=cfg.min_lr
-    )
-    if warmup == 0:
-        # SequentialLR with a milestone at 0 is buggy; with no warm-up, cosine is the
-        # whole schedule.
-        return cosine
-    # Warm up linearly from lr / 1000 (LinearLR needs a start factor above 0).
-    linear = lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
-    return lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
-
-
-def amp_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype: auto picks bf16 on CUDA GPUs that have it, else fp16; fp32
-    (off) on CPU.
+def to_device(batch: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy a batch to the device without waiting: from pinned memory the copy
+    overlaps compute.
     """
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    return dtypes[precision]
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -135,49 +71,41 @@ def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: DataLoader, cfg: Config, device: torch.device, autocast
-) -> dict:
+def evaluate(model: nn.Module, loader, cfg, device, precision: Precision) -> dict:
     """Mean loss and accuracy over the whole validation split."""
     model.eval()
-    total, n, correct = 0.0, 0, 0
-    sampler = loader.sampler
-    # This rank's share of the split: DistributedSampler pads the split by repeating its
-    # first examples, so that every rank runs the same number of batches.
-    share = len(range(sampler.rank, len(loader.dataset), sampler.num_replicas))
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        with autocast():
+    # loss * n, n, correct: summed on the device and read once at the end, not once per
+    # batch.
+    sums = torch.zeros(3, device=device)
+    for batch in loader:
+        x, y = to_device(batch, device)
+        with precision.autocast():
             output = model(x)
-        # Every rank runs every batch (FSDP gathers parameters inside forward), but the
-        # padding repeats, which come last, are not counted: the metrics equal one
-        # process's.
-        output, y = output[: share - n], y[: share - n]
-        if len(y) == 0:
-            continue
-        total += loss_fn(cfg, output, y).item() * len(y)
-        n += len(y)
-        correct += (output.argmax(dim=-1) == y).sum().item()
+        # Losses and metrics in fp32: a low-precision loss would round val_loss, and
+        # best.pt is chosen by it.
+        output = output.float()
+        sums[0] += loss_fn(cfg, output, y) * len(y)
+        sums[1] += len(y)
+        sums[2] += (output.argmax(dim=-1) == y).sum()
     model.train()
-    if dist.is_initialized():
-        # Sum the per-rank totals, so every rank returns the metrics of the whole
-        # validation set.
-        totals = torch.tensor([total, n, correct], dtype=torch.float64, device=device)
-        dist.all_reduce(totals)
-        total, n, correct = totals.tolist()
+    # Sum the per-rank totals, so every rank returns the metrics of the whole validation
+    # set.
+    total, n, correct = all_ranks(sums).tolist()
     return {"loss": total / n, "accuracy": correct / n}
 
 
-def micro_batches(
-    loader: DataLoader, sampler: DistributedSampler, epoch: int, start: int
-):
-    """Yield (epoch, index, batch) forever, starting at batch `start` of `epoch`."""
-    while True:
-        # set_epoch reseeds the shuffle: without it every epoch repeats the same order.
-        sampler.set_epoch(epoch)
-        for i, batch in enumerate(itertools.islice(loader, start, None), start):
-            yield epoch, i, batch
-        epoch, start = epoch + 1, 0
+def check_flags(nonfinite_at: torch.Tensor, signum: int | None) -> int | None:
+    """At an event the ranks agree, in one all-reduce, on a non-finite loss and on a
+    stop signal.
+    """
+    flags = torch.stack([nonfinite_at, nonfinite_at.new_tensor(signum or 0)])
+    bad, signum = all_ranks(flags, dist.ReduceOp.MAX).tolist()
+    if bad:
+        raise FloatingPointError(
+            f"the loss became inf or nan at step {bad}; "
+            "stopped before it reached a checkpoint"
+        )
+    return signum or None
 
 
 class GracefulStop:
@@ -195,249 +123,159 @@ class GracefulStop:
     def handler(self, signum, frame) -> None:
         self.signum = signum
 
+    def exit(self, step: int) -> None:
+        print(f"stopped at step {step}; continue with --resume auto", file=sys.stderr)
+        # 128 + the signal number: 130 for SIGINT, 143 for SIGTERM, as a shell reports
+        # them.
+        raise SystemExit(128 + self.signum)
+
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
 
-class MetricsLog:
-    """One JSON object per line. On resume, events after the checkpoint's step are
-    dropped, so every step appears once.
+def train_step(model, optimizer, batches, progress, cfg, device, precision) -> tuple:
+    """One optimizer step: forward and backward over grad_accum_steps micro-batches,
+    clip, update. Nothing here reads from the device.
     """
+    scaler = precision.scaler
+    loss_sum = torch.zeros((), device=device)
+    # Gradients add up over grad_accum_steps micro-batches: a larger batch in the same
+    # memory.
+    for micro in range(cfg.grad_accum_steps):
+        progress.epoch, progress.consumed, batch = next(batches)
+        x, y = to_device(batch, device)
+        # Skip the gradient all-reduce on all but the last micro-batch: one all-reduce
+        # per optimizer step.
+        with gradient_sync(model, micro == cfg.grad_accum_steps - 1):
+            with precision.autocast():
+                loss = loss_fn(cfg, model(x), y) / cfg.grad_accum_steps
+            # Backward through the scaled loss (a no-op scale when the scaler is off).
+            scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+    # Unscale first, so the clip threshold applies to the true gradient norm.
+    scaler.unscale_(optimizer)
+    # The total gradient norm before clipping, kept on the device; max_norm=inf measures
+    # it without clipping.
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    # where found_inf is 1 the fused optimizer skips the update on the device
+    optimizer.found_inf = grad_norm.isfinite().logical_not().float()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
 
-    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-        if not enabled:  # only rank 0 writes
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step is not None and path.exists():
-            lines = path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
-        path.write_text("".join(line + "\n" for line in kept))
 
-    def write(self, **event) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(event) + "\n")
-
-
-def train(cfg: Config) -> dict:
-    """Train from cfg; return the last validation metrics."""
-    rank, world, dist_device = setup_distributed(cfg)
+def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
+    """Data, model and optimizer; `parts` holds everything with a state_dict, under
+    its checkpoint key.
+    """
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = dist_device or pick_device(cfg.device)
     data = build_datasets(cfg)
     # The input size, the classes or the vocabulary come from the data.
     cfg = dataclasses.replace(cfg, **data.sizes)
     model = build_model(cfg).to(device)
     if cfg.init_from:
         load_model_state(model, load_checkpoint(cfg.init_from)["model"])
+    # After the identical initial weights, each rank draws its own dropout masks.
+    torch.manual_seed(cfg.seed + rank)
+    # Everything with a state_dict that exact resume needs, under its checkpoint key.
+    parts = {"model": model}
+    parts["scaler"] = Precision(cfg.precision, device)
     # Checkpoints hold the unwrapped module, so their keys have no 'module.' prefix.
-    raw_model = model
-    if world > 1:
-        # DDP all-reduces gradients during backward, overlapping communication with
-        # compute.
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = configure_optimizer(model, cfg, device)
-    dtype = amp_dtype(cfg.precision, device)
-    # GradScaler only for fp16: bf16 has fp32's exponent range, so its gradients do not
-    # underflow.
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    skipped = 0  # steps skipped for inf/NaN gradients
+    model = parallelize(model, world, device)
+    parts["optimizer"] = configure_optimizer(model, cfg, device)
+    return cfg, data, model, parts
 
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    # Each rank gets its own slice of every epoch; drop_last keeps the number of steps
-    # equal on all ranks.
-    sampler = DistributedSampler(
-        data.train, num_replicas=world, rank=rank, seed=cfg.seed, drop_last=True
-    )
-    # A generator of its own: making an iterator then draws no number from the global
-    # RNG that dropout uses, which exact resume needs.
-    train_loader = DataLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        generator=torch.Generator(),
-    )
-    # Each rank evaluates its share; every rank runs the same number of batches, so none
-    # waits forever.
-    val_sampler = DistributedSampler(
-        data.val, num_replicas=world, rank=rank, shuffle=False
-    )
-    val_loader = DataLoader(data.val, batch_size=cfg.batch_size, sampler=val_sampler)
-    steps_per_epoch = len(train_loader) // cfg.grad_accum_steps
-    total_steps = cfg.max_steps or cfg.epochs * max(1, steps_per_epoch)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-
+def train(cfg: Config) -> dict:
+    """Train from cfg; return the last validation metrics."""
+    rank, world, device = setup_distributed(cfg)
+    device = device or pick_device(cfg.device)
+    if device.type == "cuda":
+        # TF32 tensor cores for fp32 matmuls: about 8x the fp32 rate on an A100 or H100,
+        # at 10 bits of mantissa.
+        torch.set_float32_matmul_precision("high")
+    cfg, data, model, parts = build(cfg, device, rank, world)
+    optimizer, raw_model = parts["optimizer"], parts["model"]
+    precision = parts["scaler"]
+    loader, val_loader = loaders(data, cfg, device, rank, world)
+    total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
+    scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
     out_dir = Path(cfg.out_dir)
-    last_path = out_dir / "checkpoints/last.pt"
-    best_path = out_dir / "checkpoints/best.pt"
-    step, epoch, start, best = 0, 0, 0, math.inf
-    if cfg.resume == "none":
-        ckpt = None
-    elif cfg.resume == "auto":
-        ckpt = latest_checkpoint(last_path)
-    else:
-        ckpt = load_checkpoint(cfg.resume)
-    if ckpt is not None:
-        # Everything that decides the next step: weights, optimizer moments, schedule,
-        # data position, RNG.
-        load_model_state(raw_model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        skipped = ckpt["skipped_steps"]
-        step, epoch, start = ckpt["step"], ckpt["epoch"], ckpt["batch"]
-        best = ckpt["best_val_loss"]
-        if len(ckpt["rng"]) != world:
-            raise CheckpointError(
-                f"the checkpoint was saved by {len(ckpt['rng'])} ranks, not {world}"
-            )
-        set_rng_state(ckpt["rng"][rank])  # each rank its own random stream
-        if rank == 0:
-            print(
-                f"resumed from step {step} (epoch {epoch}, batch {start})",
-                file=sys.stderr,
-            )
-    resume_step = step if ckpt else None
-    log = MetricsLog(out_dir / "metrics.jsonl", resume_step, enabled=rank == 0)
-
-    def rng_states() -> list:
-        """Every rank's RNG state, gathered to all ranks; rank 0 saves them, and each
-        rank restores its own.
-        """
-        states = [None] * world
-        if world > 1:
-            dist.all_gather_object(states, rng_state())
-        else:
-            states[0] = rng_state()
-        return states
-
-    def checkpoint() -> dict:
-        return {
-            "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "skipped_steps": skipped,
-            "step": step,
-            "epoch": epoch,
-            "batch": start,
-            "best_val_loss": best,
-            "rng": rng_states(),
-            "config": dataclasses.asdict(cfg),
-            "data": data.meta,
-        }
-
-    def save(path: Path, keep_previous: bool = False) -> None:
-        state = checkpoint()  # every rank takes part in gathering
-        if rank == 0:
-            save_checkpoint(path, state, keep_previous=keep_previous)
-        if world > 1:
-            # The others wait until rank 0 has written the file, so every rank leaves
-            # save() with the checkpoint on disk.
-            dist.barrier()
-
-    def validate() -> dict:
-        nonlocal best
-        metrics = evaluate(raw_model, val_loader, cfg, device, autocast)
-        log.write(
-            step=step,
-            epoch=epoch,
-            split="val",
-            lr=optimizer.param_groups[0]["lr"],
-            **metrics,
-        )
-        if metrics["loss"] < best:
-            best = metrics["loss"]
-            save(best_path)
-        return metrics
-
-    metrics = validate() if step == 0 else {}
-    model.train()
-    batches = micro_batches(train_loader, sampler, epoch, start)
-    show = None if rank == 0 else True  # a bar on rank 0, on a terminal
-    progress = tqdm(total=total_steps, initial=step, disable=show, desc="train")
+    ckpt = resume_from(cfg, out_dir)
+    barrier()  # Every rank has checked the run folder before rank 0 writes to it.
+    progress = restore(ckpt, parts, rank, world) if ckpt else Progress()
+    first = progress.step
+    log_path = out_dir / "metrics.jsonl"
+    log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
+    telemetry = Telemetry(cfg, raw_model, device, precision.dtype, world)
+    batches = micro_batches(loader, progress.epoch, progress.consumed)
+    # Counters that live on the device: reading them would stall the GPU, so they are
+    # read only at events.
+    skipped = torch.tensor(float(progress.skipped), device=device)
+    nonfinite_at = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = grad_norm = torch.zeros((), device=device)
+    lr = optimizer.param_groups[0]["lr"]
+    metrics = {}
     with GracefulStop() as stop:
-        while step < total_steps:
-            lr = optimizer.param_groups[0]["lr"]
-            loss_sum = torch.zeros((), device=device)
-            # Gradients add up over grad_accum_steps micro-batches: a larger batch in
-            # the same memory.
-            for micro in range(cfg.grad_accum_steps):
-                epoch, i, (x, y) = next(batches)
-                x, y = x.to(device), y.to(device)
-                # Skip the gradient all-reduce on all but the last micro-batch: one
-                # all-reduce per optimizer step.
-                last = micro == cfg.grad_accum_steps - 1
-                with nullcontext() if last or world == 1 else model.no_sync():
-                    with autocast():
-                        loss = loss_fn(cfg, model(x), y) / cfg.grad_accum_steps
-                    # Backward through the scaled loss (a no-op scale when the scaler is
-                    # off).
-                    scaler.scale(loss).backward()
-                    loss_sum += loss.detach()
-            # Stop at the first NaN or inf loss, before it can reach the weights or a
-            # checkpoint.
-            if not torch.isfinite(loss_sum):
-                raise FloatingPointError(
-                    f"the loss is {loss_sum.item()} at step {step + 1}"
-                )
-            if cfg.grad_clip > 0:
-                # Unscale first, so the clip threshold applies to the true gradient
-                # norm.
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scale = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            # The scale drops when the scaler skipped the step for inf/NaN gradients.
-            skipped += scaler.get_scale() < scale
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, start = step + 1, i + 1
-            progress.update()
-            if step % cfg.log_every == 0:
-                if world > 1:  # mean over ranks (gloo has no AVG)
-                    dist.all_reduce(loss_sum)
-                    loss_sum /= world
-                loss = loss_sum.item()
-                log.write(
-                    step=step,
-                    epoch=epoch,
-                    split="train",
-                    lr=lr,
-                    loss=loss,
-                    skipped=skipped,
-                )
-                progress.set_postfix(loss=f"{loss_sum.item():.4f}")
-            if step % cfg.eval_every == 0 or step == total_steps:
-                metrics = validate()
-            stopping = stop.signum is not None
-            if world > 1:
-                # All ranks agree to stop if any one got a signal, so they stop at the
-                # same step; a dead peer raises after dist_timeout instead of hanging.
-                flag = torch.tensor([float(stopping)], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stopping = bool(flag.item())
-            if step % cfg.save_every == 0 or step == total_steps or stopping:
-                save(last_path, keep_previous=True)
+        while True:
+            step = progress.step
+            # Logging, evaluation and saving happen at events; the steps in between
+            # never read from the device.
+            due, end = step > first or step == 0, step == total_steps
+            log_now = due and step > 0 and step % cfg.log_every == 0
+            eval_now = due and (step % cfg.eval_every == 0 or end)
+            save_now = due and step > 0 and (step % cfg.save_every == 0 or end)
+            if log_now or eval_now or save_now:
+                stop.signum = check_flags(nonfinite_at, stop.signum)
+            stopping = stop.signum is not None and (log_now or eval_now or save_now)
+            if log_now:
+                # mean over ranks (gloo has no AVG)
+                loss_sum = all_ranks(loss_sum / world)
+                loss, norm, skips = torch.stack([loss_sum, grad_norm, skipped]).tolist()
+                values = dict(lr=lr, loss=loss, grad_norm=norm, skipped=int(skips))
+                timing = telemetry.measure(step)
+                log.write("train", step, progress.epoch, **values, **timing)
+            if eval_now:
+                metrics = evaluate(raw_model, val_loader, cfg, device, precision)
+                lr_now = optimizer.param_groups[0]["lr"]
+                log.write("val", step, progress.epoch, lr=lr_now, **metrics)
+                # best.pt is chosen by the loss of the weights predict and sample will
+                # use
+                score = metrics["loss"]
+                if score < progress.best_val_loss:
+                    progress.best_val_loss = score
+                    state = capture(parts, progress, cfg, data)
+                    save(out_dir / "checkpoints/best.pt", state)
+            if save_now or stopping:
+                progress.skipped = int(skipped.item())
+                state = capture(parts, progress, cfg, data)
+                last = out_dir / "checkpoints/last.pt"
+                save(last, state, keep_previous=True)
             if stopping:
-                progress.close()
-                print(
-                    f"stopped at step {step}; continue with --resume auto",
-                    file=sys.stderr,
-                )
-                # 128 + the signal number: 130 for SIGINT, 143 for SIGTERM, as a shell
-                # reports them.
-                raise SystemExit(128 + (stop.signum or signal.SIGTERM))
-    progress.close()
+                log.close()
+                stop.exit(step)
+            if eval_now or save_now:
+                # Throughput counts training steps only, not evaluation or saving.
+                telemetry.restart(step)
+            if step == total_steps:
+                break
+            lr = optimizer.param_groups[0]["lr"]
+            loss_sum, grad_norm = train_step(
+                model, optimizer, batches, progress, cfg, device, precision
+            )
+            # Remember the first step whose loss was inf or nan, on the device, without
+            # a sync.
+            first_bad = ~loss_sum.isfinite() & (nonfinite_at == 0)
+            nonfinite_at.masked_fill_(first_bad, step + 1)
+            # steps whose update was skipped, counted on the device
+            skipped += grad_norm.isfinite().logical_not()
+            scheduler.step()
+            progress.step += 1
+            log.step()
+    log.close()
     return metrics
 
 
@@ -445,7 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(argv)
     try:
         metrics = train(cfg)
-    except (ConfigError, DataError, CheckpointError, FloatingPointError) as e:
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (DataError, CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     finally:

@@ -1,0 +1,136 @@
+"""metrics.jsonl, TensorBoard, the progress display, and telemetry: time per step,
+throughput, memory and MFU.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tabular.config import Config
+
+# Measured, not computed: these differ from run to run, everything else in an event is
+# exact.
+TIMING = ("step_time", "samples_per_s", "tokens_per_s", "mfu", "max_memory")
+
+
+class MetricsLog:
+    """One JSON object per line. On resume, events after the checkpoint's step are
+    dropped, so every step appears once.
+    """
+
+    def __init__(
+        self, path: Path, resume_step: int | None, total_steps: int, enabled: bool
+    ):
+        self.path, self.enabled = path, enabled
+        if not enabled:  # only rank 0 writes
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step is not None and path.exists():
+            kept = [e for e in read_events(path) if e["step"] <= resume_step]
+        path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+        # A progress bar on a terminal; one line per event otherwise, as a batch job's
+        # log wants.
+        self.lines = not sys.stderr.isatty()
+        self.bar = tqdm(
+            total=total_steps,
+            initial=resume_step or 0,
+            desc="train",
+            disable=self.lines,
+        )
+
+    def step(self) -> None:
+        if self.enabled:
+            self.bar.update()
+
+    def write(self, split: str, step: int, epoch: int, **values) -> None:
+        if not self.enabled:
+            return
+        event = {"step": step, "epoch": epoch, "split": split, **values}
+        with self.path.open("a") as f:
+            f.write(json.dumps(event) + "\n")
+        text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        if self.lines:
+            print(f"{split} step {step}: {text}", file=sys.stderr)
+        elif split == "train":
+            self.bar.set_postfix_str(text)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+
+
+def read_events(path: Path) -> list[dict]:
+    """The events of a metrics.jsonl; a line torn by a crash is dropped with a note."""
+    events = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(f"note: {path}:{number} is a torn line; dropped", file=sys.stderr)
+    return events
+
+
+# Dense peak FLOP/s per GPU: (bf16 or fp16, TF32), from the vendors' data sheets.
+PEAK_FLOPS = {
+    "B200": (2250e12, 1100e12),
+    "H200": (989e12, 495e12),
+    "H100 PCIe": (756e12, 378e12),
+    "H100": (989e12, 495e12),
+    "A100": (312e12, 156e12),
+    "L40S": (362e12, 183e12),
+    "L4": (121e12, 60e12),
+    "V100": (125e12, 15.7e12),
+    "MI300X": (1307e12, 654e12),
+}
+
+
+def flops_per_sample(model: nn.Module, cfg: Config) -> float:
+    """Training FLOPs per sample: 6 per weight use (2 forward, 4 backward)."""
+    # each Linear weight is used once per sample
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return 6 * sum(m.weight.numel() for m in linears)
+
+
+class Telemetry:
+    """Time per optimizer step, samples (and tokens) per second, peak memory and
+    model FLOPs utilization.
+    """
+
+    def __init__(
+        self, cfg: Config, model: nn.Module, device: torch.device, dtype, world: int
+    ):
+        self.samples = cfg.batch_size * cfg.grad_accum_steps * world
+        self.cuda, self.world = device.type == "cuda", world
+        self.peak = None
+        if self.cuda:
+            name = torch.cuda.get_device_name(device)
+            found = [v for k, v in PEAK_FLOPS.items() if k in name]
+            low_precision = dtype in (torch.bfloat16, torch.float16)
+            self.peak = found[0][0 if low_precision else 1] if found else None
+        self.flops = flops_per_sample(model, cfg)
+        self.restart(0)
+
+    def restart(self, step: int) -> None:
+        """Start a new measuring window at this step."""
+        self.time, self.step = time.perf_counter(), step
+
+    def measure(self, step: int) -> dict:
+        """Averages since the last measurement; call it right after a host read, when
+        the device has caught up.
+        """
+        now = time.perf_counter()
+        step_time = (now - self.time) / max(1, step - self.step)
+        self.restart(step)
+        out = {"step_time": step_time, "samples_per_s": self.samples / step_time}
+        if self.cuda:
+            out["max_memory"] = torch.cuda.max_memory_allocated()
+        if self.peak:
+            # model FLOPs utilization: achieved FLOP/s over the GPU's peak
+            out["mfu"] = self.flops * out["samples_per_s"] / (self.peak * self.world)
+        return out
