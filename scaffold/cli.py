@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from pathlib import Path
 
 import typer
 
 from scaffold import __version__
 from scaffold.errors import DlgenError, SpecError
+from scaffold.shell import Group, error_line
 from scaffold.spec import OPTIONS, SNIPPETS, build_spec
 
 app = typer.Typer(
+    cls=Group,  # one-line usage errors, help never cut off
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -22,7 +25,7 @@ app = typer.Typer(
 
 
 def fail(message: str) -> None:
-    typer.echo(f"dlgen: error: {message}", err=True)
+    typer.echo(error_line(message), err=True)
     raise typer.Exit(2)
 
 
@@ -64,6 +67,10 @@ def new(
         report = generate(spec, target, force=force)
     except DlgenError as e:
         fail(str(e))
+    except typer.Abort:  # Ctrl-C at a question, or its input ended
+        if not sys.stdin.isatty():
+            fail("-i needs a terminal; give the options as flags")
+        fail("interrupted; nothing was written")
     except KeyboardInterrupt:
         fail("interrupted; nothing was written")
     for rel in report.replaced:
@@ -227,7 +234,11 @@ def add(
 
 @app.command("snippet")
 def snippet(
-    name: str = typer.Argument(..., metavar="NAME", help="A section: see `dlgen list`."),
+    name: str = typer.Argument(
+        ...,
+        metavar="NAME",
+        help=f"One of: {', '.join(s.name for s in SNIPPETS)} (`dlgen list` says what each is).",
+    ),
     teach: bool = typer.Option(False, "--teach", help="Add comments that explain why."),
     lang: str = typer.Option("en", "--lang", metavar="[en|zh]", help="Comment language."),
     output: Path | None = typer.Option(
