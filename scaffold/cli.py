@@ -73,8 +73,8 @@ def new(
         fail("interrupted; nothing was written")
     except KeyboardInterrupt:
         fail("interrupted; nothing was written")
-    for rel in report.replaced:
-        typer.echo(f"replaced {rel} (old content saved as {rel}.orig)")
+    for rel, saved in report.backups.items():
+        typer.echo(f"replaced {rel} (old content saved as {saved})")
     typer.echo(f"created {spec.name} in {target}")
     typer.echo(f"  cd {path} && python -m {spec.package}.train")
 
@@ -156,7 +156,10 @@ _command(
     [
         _path(..., "Folder to create; its last part is the project name."),
         *_option_params(),
-        _flag("force", "Write into a non-empty folder; changed files are kept as FILE.orig."),
+        _flag(
+            "force",
+            "Write into a non-empty folder; changed files are kept as FILE.orig (or .orig.N).",
+        ),
         _flag("dry_run", "List the files that would be written, and write nothing."),
         _flag("interactive", "Ask for each option not given, with its help and values.", "-i"),
     ],
@@ -178,7 +181,7 @@ def update(path: Path = Path("."), dry_run: bool = False, **changes: object) -> 
     except DlgenError as e:
         fail(str(e))
     except KeyboardInterrupt:
-        fail("interrupted; files already written are complete, rerun to finish")
+        fail("interrupted; nothing was changed")
     verb = "would " if dry_run else ""
     for label, paths in [
         ("add", report.added),
@@ -254,8 +257,9 @@ def snippet(
         if output is None:
             typer.echo(text, nl=False)
         else:
-            write_one(output, text)
-            typer.echo(f"wrote {output}; run it with: python {output}")
+            saved = write_one(output, text)
+            kept = f" (old content saved as {saved})" if saved else ""
+            typer.echo(f"wrote {output}{kept}; run it with: python {output}")
     except DlgenError as e:
         fail(str(e))
 
