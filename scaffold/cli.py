@@ -172,11 +172,13 @@ def update(path: Path = Path("."), dry_run: bool = False, **changes: object) -> 
     applied. Where both changed the same lines, the file gets <<<<<<< markers and the
     command exits 1."""
     try:
-        from scaffold.update import apply_update, plan_update  # lazy: keeps --help fast
+        from scaffold.update import apply_update, plan_update, update_diff  # lazy: fast --help
 
         root = path.expanduser().absolute()
         report = plan_update(root, **changes)
-        if not dry_run:
+        if dry_run:
+            typer.echo(update_diff(root, report), nl=False)
+        else:
             apply_update(root, report)
     except DlgenError as e:
         fail(str(e))
@@ -209,7 +211,7 @@ _command(
     [
         _path(Path("."), "The project (default: .)."),
         *_option_params(recorded=True),
-        _flag("dry_run", "List what would change, and write nothing."),
+        _flag("dry_run", "Show the diff the update would apply, conflicts marked; write nothing."),
     ],
 )
 
@@ -225,7 +227,9 @@ def add(
         help=f"One or more of: {', '.join(o.flag[2:] for o in FLAGS)}.",
     ),
     path: Path = typer.Option(Path("."), "--path", help="The project (default: .)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List what would change only."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show the diff that would be applied; write nothing."
+    ),
 ) -> None:
     """Add features to an existing project: `dlgen add ema amp` is `dlgen update --ema --amp`."""
     by_name = {o.flag[2:]: o.name for o in FLAGS}

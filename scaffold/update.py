@@ -8,6 +8,7 @@ changed the same lines the file gets conflict markers. Nothing you wrote is ever
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -158,6 +159,36 @@ def plan_update(root: Path, **changes: str | bool | None) -> UpdateReport:
         if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
             report.writes[rel] = text
     return report
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):  # as git marks it
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def update_diff(root: Path, report: UpdateReport) -> str:
+    """The change the update would make, as a unified diff in git's format: what `git diff`
+    shows after it. A conflict appears as the <<<<<<< / >>>>>>> lines the file would get.
+    .dlgen/base.json, the files as generated, is left out: it repeats the whole project."""
+    out: list[str] = []
+    for rel, new in sorted(report.writes.items()):
+        if rel == BASE_FILE:
+            continue
+        path = root / rel
+        old = path.read_bytes().decode("utf-8") if path.is_file() else None
+        out.append(f"diff --git a/{rel} b/{rel}\n")
+        if old is None or new is None:
+            mode = "100755" if (new or old or "").startswith("#!") else "100644"
+            out.append(f"{'new' if old is None else 'deleted'} file mode {mode}\n")
+        out += difflib.unified_diff(
+            _lines(old or ""),
+            _lines(new or ""),
+            "/dev/null" if old is None else f"a/{rel}",
+            "/dev/null" if new is None else f"b/{rel}",
+        )
+    return "".join(out)
 
 
 def apply_update(root: Path, report: UpdateReport) -> None:

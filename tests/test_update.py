@@ -5,6 +5,8 @@ import errno
 import json
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from scaffold.generate import generate, render, render_files
 from scaffold.matrix import pairwise
 from scaffold.merge import THEIRS, YOURS, merge3
 from scaffold.spec import build_spec
-from scaffold.update import apply_update, plan_update
+from scaffold.update import apply_update, plan_update, update_diff
 
 runner = CliRunner()
 
@@ -327,3 +329,41 @@ def test_damaged_state_files_exit_2_and_write_nothing(tmp_path, damage, message)
     before = snapshot(root)
     assert message in one_error_line(dlgen("update", root, "--amp"))
     assert snapshot(root) == before
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to apply the diff")
+@pytest.mark.parametrize(
+    "args, changes",
+    [
+        (["--ema"], {"ema": True}),
+        (["--model", "cnn", "--no-ddp"], {"model": "cnn", "ddp": False}),  # a conflict
+    ],
+)
+def test_dry_run_shows_the_diff_that_the_update_applies(tmp_path, args, changes):
+    """`git apply` of the diff --dry-run prints gives exactly the files the update writes,
+    conflict markers included; only the merge base, .dlgen/base.json, is left out."""
+    root = new(tmp_path, "demo", "--ddp")
+    edit(root / "demo/model.py", "class MLP(nn.Module):", "class MLP(nn.Module):  # my note")
+    edit(
+        root / "demo/train.py",
+        "    cfg = load_config(argv)\n",
+        "    cfg = load_config(argv)\n    1\n",
+    )
+    (root / "scripts/slurm.sbatch").unlink()
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    dry = dlgen("update", root, *args, "--dry-run")
+    diff = update_diff(root, plan_update(root, **changes))
+    assert diff.startswith("diff --git a/") and diff in dry.stdout
+    assert "would update demo/train.py" in dry.stdout or "would merge" in dry.stdout
+    assert (dry.exit_code == 1) == ("+<<<<<<< yours" in diff), dry.output
+    applied = subprocess.run(
+        ["git", "apply", "--whitespace=nowarn", "-"],
+        input=diff,
+        cwd=copy,
+        text=True,
+        capture_output=True,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert dlgen("update", root, *args).exit_code == dry.exit_code
+    assert tree(copy) == {**tree(root), ".dlgen/base.json": tree(copy)[".dlgen/base.json"]}
