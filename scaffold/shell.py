@@ -85,6 +85,8 @@ class Group(TyperGroup):
         """Run a command; a usage error is one line on stderr and exit code 2."""
         standalone = extra.pop("standalone_mode", True)
         try:
+            if any("\x00" in str(a) for a in (args or ())):  # only in-process: argv cannot
+                raise errors.UsageError("an argument holds a NUL character")
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except errors.NoArgsIsHelpError as e:  # bare `dlgen`: its help
             typer.echo(e.ctx.get_help() if e.ctx else "")
@@ -97,7 +99,11 @@ class Group(TyperGroup):
         except errors.ClickException as e:  # a bad file argument, ...
             typer.echo(error_line(e.format_message()), err=True)
             code = 2
-        except errors.Abort:  # Ctrl-C at a prompt; -i's own case is handled by `new`
+        except OSError as e:  # a fault of the file system that no check foresaw
+            where = f" ({e.filename})" if e.filename else ""
+            typer.echo(error_line(f"{e.strerror or e}{where}; nothing was changed"), err=True)
+            code = 2
+        except typer.Abort:  # Ctrl-C at a prompt; -i's own case is handled by `new`
             typer.echo(error_line("interrupted; nothing was written"), err=True)
             code = 2
         code = code if isinstance(code, int) else 0

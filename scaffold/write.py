@@ -44,8 +44,12 @@ def inside(root: Path, rel: str) -> Path:
     """root / rel, or a TargetError when that path, through any symlink, leads out of root:
     dlgen never reads, writes or deletes a file outside the project."""
     path = root / rel
-    if Path(rel).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
-        raise TargetError(f"refusing to touch {rel}: it leads out of {root} (to {path.resolve()})")
+    try:
+        real, real_root = path.resolve(), root.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, a name too long, ...
+        raise TargetError(f"cannot follow {path}: {getattr(e, 'strerror', None) or e}") from None
+    if Path(rel).is_absolute() or not real.is_relative_to(real_root):
+        raise TargetError(f"refusing to touch {rel}: it leads out of {root} (to {real})")
     return path
 
 
@@ -199,12 +203,12 @@ def _merge_force(target: Path, files: dict[str, str], report: WriteReport) -> No
 def write_project(target: Path, files: dict[str, str], force: bool = False) -> WriteReport:
     """Write the rendered files under target; refuse a non-empty target unless force."""
     report = WriteReport()
-    if target.exists() and not target.is_dir():
-        raise TargetError(f"{target} exists and is not a folder")
-    nonempty = target.is_dir() and any(target.iterdir())
-    if nonempty and not force:
-        raise TargetError(f"{target} exists and is not empty; use --force to write into it")
     try:
+        if target.exists() and not target.is_dir():
+            raise TargetError(f"{target} exists and is not a folder")
+        nonempty = target.is_dir() and any(target.iterdir())
+        if nonempty and not force:
+            raise TargetError(f"{target} exists and is not empty; use --force to write into it")
         if nonempty:
             _merge_force(target, files, report)
         else:

@@ -367,3 +367,14 @@ def test_dry_run_shows_the_diff_that_the_update_applies(tmp_path, args, changes)
     assert applied.returncode == 0, applied.stderr
     assert dlgen("update", root, *args).exit_code == dry.exit_code
     assert tree(copy) == {**tree(root), ".dlgen/base.json": tree(copy)[".dlgen/base.json"]}
+
+
+def test_a_symlink_loop_or_a_name_too_long_is_one_line(tmp_path):
+    root = new(tmp_path, "demo")
+    (root / "loop").symlink_to(root / "loop")
+    base = json.loads((root / ".dlgen/base.json").read_text())
+    base["loop/x.py"] = "x\n"
+    (root / ".dlgen/base.json").write_text(json.dumps(base))
+    assert "Symlink loop" in one_error_line(dlgen("update", root))
+    assert "too long" in one_error_line(dlgen("update", tmp_path / ("a" * 300)))
+    assert "too long" in one_error_line(dlgen("new", tmp_path / ("a" * 300) / "demo"))
