@@ -136,3 +136,22 @@ def test_new_in_the_empty_folder_you_stand_in_keeps_that_folder(tmp_path, monkey
     assert here.stat().st_ino == inode and here.stat().st_mode & 0o777 == 0o750
     assert Path.cwd() == here and Path("demo/train.py").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+def test_force_with_one_read_only_file_writes_none(tmp_path, monkeypatch):
+    target = tmp_path / "demo"
+    assert dlgen("new", target).exit_code == 0
+    for name in ("train.py", "model.py"):
+        (target / "demo" / name).write_text(f"my {name}\n")
+    read_only = target / "tests"
+    real = os.access
+    # As for a user who is not root: this file may not be written (chmod does not stop root).
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode, **kw: False if Path(p).parent == read_only else real(p, mode, **kw),
+    )
+    before = snapshot(target)
+    result = dlgen("new", target, "--force", "--ema")
+    assert result.exit_code == 2 and "read-only" in result.stderr, result.output
+    assert snapshot(target) == before
