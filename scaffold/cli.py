@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from pathlib import Path
 
 import typer
 
 from scaffold import __version__
 from scaffold.errors import DlgenError, SpecError
+from scaffold.shell import Group, error_line
 from scaffold.spec import OPTIONS, SNIPPETS, build_spec
 
 app = typer.Typer(
+    cls=Group,  # one-line usage errors, help never cut off
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -22,7 +25,7 @@ app = typer.Typer(
 
 
 def fail(message: str) -> None:
-    typer.echo(f"dlgen: error: {message}", err=True)
+    typer.echo(error_line(message), err=True)
     raise typer.Exit(2)
 
 
@@ -64,10 +67,14 @@ def new(
         report = generate(spec, target, force=force)
     except DlgenError as e:
         fail(str(e))
+    except typer.Abort:  # Ctrl-C at a question, or its input ended
+        if not sys.stdin.isatty():
+            fail("-i needs a terminal; give the options as flags")
+        fail("interrupted; nothing was written")
     except KeyboardInterrupt:
         fail("interrupted; nothing was written")
-    for rel in report.replaced:
-        typer.echo(f"replaced {rel} (old content saved as {rel}.orig)")
+    for rel, saved in report.backups.items():
+        typer.echo(f"replaced {rel} (old content saved as {saved})")
     typer.echo(f"created {spec.name} in {target}")
     typer.echo(f"  cd {path} && python -m {spec.package}.train")
 
@@ -149,7 +156,10 @@ _command(
     [
         _path(..., "Folder to create; its last part is the project name."),
         *_option_params(),
-        _flag("force", "Write into a non-empty folder; changed files are kept as FILE.orig."),
+        _flag(
+            "force",
+            "Write into a non-empty folder; changed files are kept as FILE.orig (or .orig.N).",
+        ),
         _flag("dry_run", "List the files that would be written, and write nothing."),
         _flag("interactive", "Ask for each option not given, with its help and values.", "-i"),
     ],
@@ -162,16 +172,18 @@ def update(path: Path = Path("."), dry_run: bool = False, **changes: object) -> 
     applied. Where both changed the same lines, the file gets <<<<<<< markers and the
     command exits 1."""
     try:
-        from scaffold.update import apply_update, plan_update  # lazy: keeps --help fast
+        from scaffold.update import apply_update, plan_update, update_diff  # lazy: fast --help
 
         root = path.expanduser().absolute()
         report = plan_update(root, **changes)
-        if not dry_run:
+        if dry_run:
+            typer.echo(update_diff(root, report), nl=False)
+        else:
             apply_update(root, report)
     except DlgenError as e:
         fail(str(e))
     except KeyboardInterrupt:
-        fail("interrupted; files already written are complete, rerun to finish")
+        fail("interrupted; nothing was changed")
     verb = "would " if dry_run else ""
     for label, paths in [
         ("add", report.added),
@@ -199,7 +211,7 @@ _command(
     [
         _path(Path("."), "The project (default: .)."),
         *_option_params(recorded=True),
-        _flag("dry_run", "List what would change, and write nothing."),
+        _flag("dry_run", "Show the diff the update would apply, conflicts marked; write nothing."),
     ],
 )
 
@@ -215,7 +227,9 @@ def add(
         help=f"One or more of: {', '.join(o.flag[2:] for o in FLAGS)}.",
     ),
     path: Path = typer.Option(Path("."), "--path", help="The project (default: .)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List what would change only."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show the diff that would be applied; write nothing."
+    ),
 ) -> None:
     """Add features to an existing project: `dlgen add ema amp` is `dlgen update --ema --amp`."""
     by_name = {o.flag[2:]: o.name for o in FLAGS}
@@ -227,7 +241,11 @@ def add(
 
 @app.command("snippet")
 def snippet(
-    name: str = typer.Argument(..., metavar="NAME", help="A section: see `dlgen list`."),
+    name: str = typer.Argument(
+        ...,
+        metavar="NAME",
+        help=f"One of: {', '.join(s.name for s in SNIPPETS)} (`dlgen list` says what each is).",
+    ),
     teach: bool = typer.Option(False, "--teach", help="Add comments that explain why."),
     lang: str = typer.Option("en", "--lang", metavar="[en|zh]", help="Comment language."),
     output: Path | None = typer.Option(
@@ -243,8 +261,9 @@ def snippet(
         if output is None:
             typer.echo(text, nl=False)
         else:
-            write_one(output, text)
-            typer.echo(f"wrote {output}; run it with: python {output}")
+            saved = write_one(output, text)
+            kept = f" (old content saved as {saved})" if saved else ""
+            typer.echo(f"wrote {output}{kept}; run it with: python {output}")
     except DlgenError as e:
         fail(str(e))
 

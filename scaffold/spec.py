@@ -250,13 +250,29 @@ def _suggest_name(name: str) -> str:
         keyword.iskeyword(candidate)
         or candidate in sys.stdlib_module_names
         or candidate in SHADOWED
+        or candidate in PROJECT_FOLDERS
     ):
         candidate = f"my_{candidate}"[:MAX_NAME]
     return candidate
 
 
-# Modules that every generated project imports; a package of the same name would shadow them.
-SHADOWED = frozenset({"torch", "tqdm", "numpy", "pytest", "test", "tests", "configs", "scripts"})
+# Modules a generated project imports, always or with an option, and the tools it runs: a
+# package of the same name, first on sys.path, would shadow them. Compared in lower case.
+SHADOWED = frozenset(
+    {
+        *("torch", "tqdm", "pytest", "test", "numpy", "tensorboard", "tensorboardx", "mlflow"),
+        *("wandb", "optuna", "tokenizers", "safetensors", "matplotlib", "pil", "pillow"),
+        *("torchdata", "torchvision", "torchaudio", "torchtext", "nbformat", "nbclient"),
+        *("jupyter", "ipykernel", "ipython", "yaml", "pyyaml", "pandas", "scipy", "sklearn"),
+        *("black", "ruff", "hypothesis", "triton", "setuptools", "pip", "wheel", "pkg_resources"),
+        *("conftest", "typing_extensions", "packaging", "tomli", "google", "protobuf"),
+    }
+)
+# The project's own folders: a package of the same name would be the folder (or hidden by
+# the project's .gitignore, as runs/ and checkpoints/ are).
+PROJECT_FOLDERS = frozenset(
+    {"runs", "checkpoints", "notebooks", "configs", "scripts", "tests", "data", "benchmarks"}
+)
 
 
 def validate_name(name: str) -> str:
@@ -278,6 +294,8 @@ def validate_name(name: str) -> str:
     pkg = package_name(name)
     if keyword.iskeyword(pkg) or keyword.issoftkeyword(pkg):
         raise refuse(f"{pkg!r} is a Python keyword")
+    if pkg in PROJECT_FOLDERS:
+        raise refuse(f"package {pkg!r} would collide with the project's own {pkg}/ folder")
     if pkg in sys.stdlib_module_names or pkg in SHADOWED:
         raise refuse(f"package {pkg!r} would shadow the module of that name")
     return pkg
@@ -298,6 +316,14 @@ def build_spec(name: str, **given: str | bool | None) -> ProjectSpec:
     unknown = set(given) - set(OPTION_BY_NAME)
     if unknown:
         raise SpecError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    for option in OPTIONS:  # a flag is a bool, a choice a str: `ema = "false"` is no flag
+        value = given.get(option.name)
+        if value is not None and option.is_flag and not isinstance(value, bool):
+            raise SpecError(f"{option.flag} is on or off (true or false), not {value!r}")
+        if value is not None and not option.is_flag and not isinstance(value, str):
+            raise SpecError(f"invalid value {value!r} for {option.flag}; it must be a string")
+    if not isinstance(name, str):
+        raise SpecError(f"invalid project name {name!r}: it must be a string")
     package = validate_name(name)
     model = _check_choice(OPTION_BY_NAME["model"], given.get("model") or "mlp")
     values: dict[str, str | bool] = {}
@@ -310,7 +336,7 @@ def build_spec(name: str, **given: str | bool | None) -> ProjectSpec:
             raise SpecError(
                 f"{option.flag} applies only to --model {' or '.join(option.models)}, not {model}"
             )
-        values[option.name] = bool(value) if option.is_flag else _check_choice(option, str(value))
+        values[option.name] = value if option.is_flag else _check_choice(option, value)
     spec = ProjectSpec(name=name, package=package, **values)
     for rule in RULES:
         if rule.when(spec):

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from scaffold import __version__
 from scaffold.cli import app
-from scaffold.spec import OPTIONS
+from scaffold.spec import OPTIONS, SNIPPETS
 
 runner = CliRunner()
 
@@ -126,3 +126,50 @@ def test_interactive_checks_the_name_before_asking(tmp_path):
     result = runner.invoke(app, ["new", str(tmp_path / "1abc"), "-i"], input="")
     assert result.exit_code == 2 and "model:" not in result.stdout
     assert not any(tmp_path.iterdir())
+
+
+def one_error_line(result) -> str:
+    """The contract for every mistake: exit 2, one line on stderr, no usage block."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlgen: error: "), result.stderr
+    assert "Usage:" not in result.output and "Traceback" not in result.output
+    return lines[0]
+
+
+def test_argument_errors_are_one_line_not_a_usage_block(tmp_path):
+    cases = {
+        ("new",): "Missing argument 'PATH'",
+        ("new", "x", "--model"): "'--model' requires an argument",
+        ("new", "x", "--mdoel", "cnn"): "No such option: --mdoel",
+        ("new", "x", "--amp=yes"): "does not take a value",
+        ("frob",): "No such command 'frob'",
+        ("add",): "Missing argument 'FEATURE...'",
+        ("snippet",): "Missing argument 'NAME'",
+        ("snippet", "mlp", "-o"): "'-o' requires an argument",
+        ("list", "extra"): "unexpected extra argument",
+        ("update", tmp_path, "--lang"): "'--lang' requires an argument",
+    }
+    for args, message in cases.items():
+        line = one_error_line(dlgen(*args))
+        assert message in line and "--help" in line, (args, line)
+    assert not any(tmp_path.iterdir())
+
+
+def test_interactive_without_a_terminal_is_one_line(tmp_path):
+    result = runner.invoke(app, ["new", str(tmp_path / "demo"), "-i"], input="")
+    assert "-i needs a terminal; give the options as flags" in one_error_line(result)
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_is_whole_and_names_the_snippets():
+    top = dlgen("--help").stdout
+    assert "..." not in top.replace("[ARGS]...", "")  # no description cut off
+    assert "merge the result into your files" in top  # update's whole first sentence
+    text = dlgen("snippet", "--help").stdout
+    assert "{NAME}" not in text and "<str>" not in text
+    assert "snippet [OPTIONS] NAME" in text
+    for s in SNIPPETS:
+        assert s.name in text
+    bare = dlgen()  # no command: the help, not an error
+    assert bare.exit_code == 0 and "Commands:" in bare.stdout

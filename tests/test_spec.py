@@ -28,6 +28,14 @@ def test_package_name(name, package):
         ("torch", "shadow"),
         ("json", "shadow"),
         ("random", "shadow"),
+        ("runs", "project's own runs/ folder"),  # else hidden by the project's .gitignore
+        ("Checkpoints", "project's own checkpoints/ folder"),
+        ("data", "project's own data/ folder"),
+        ("notebooks", "project's own notebooks/ folder"),
+        ("tensorboard", "shadow"),  # --tensorboard imports it
+        ("PIL", "shadow"),
+        ("mlflow", "shadow"),
+        ("safetensors", "shadow"),
         ("my proj", "only ASCII letters"),
         ("naïve$", "only ASCII letters"),
         ("__init__", "start with a letter"),
@@ -92,3 +100,10 @@ def test_options_doc_is_generated_from_the_spec():
     from scaffold.docs import DOC, options_markdown
 
     assert DOC.read_text(encoding="utf-8") == options_markdown(), "run: python -m scaffold.docs"
+
+
+@pytest.mark.parametrize("option, value", [("ema", "false"), ("amp", 1), ("model", 3)])
+def test_option_values_of_the_wrong_type_are_refused(option, value):
+    """As a hand-edited .dlgen.toml gives them: `ema = "false"` must not turn EMA on."""
+    with pytest.raises(SpecError, match=f"--{option}"):
+        build_spec("demo", **{option: value})

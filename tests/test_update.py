@@ -1,8 +1,12 @@
 """`dlgen update` / `dlgen add`: re-render from .dlgen.toml and merge three ways, never
 losing an edit."""
 
+import errno
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,11 +16,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from scaffold.cli import app
+from scaffold.errors import WriteError
 from scaffold.generate import generate, render, render_files
 from scaffold.matrix import pairwise
 from scaffold.merge import THEIRS, YOURS, merge3
 from scaffold.spec import build_spec
-from scaffold.update import apply_update, plan_update
+from scaffold.update import apply_update, plan_update, update_diff
 
 runner = CliRunner()
 
@@ -218,3 +223,158 @@ def test_update_walks_the_pairwise_matrix(tmp_path):
         apply_update(root, plan_update(root, **row.answers()))
         assert tree(root) == render(row), row
         assert all(any(d.iterdir()) for d in root.rglob("*") if d.is_dir())  # no empty folders
+
+
+# --- hostile projects: nothing outside is touched, nothing inside half-written -------------
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlgen: error: "), result.stderr
+    return lines[0]
+
+
+def test_update_never_deletes_a_file_through_a_symlinked_folder(tmp_path):
+    root = new(tmp_path, "demo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("x\n")
+    (root / "shared").symlink_to(elsewhere)
+    base = json.loads((root / ".dlgen/base.json").read_text())
+    base["shared/precious.txt"] = "x\n"  # as generated, unchanged: would be "removed"
+    (root / ".dlgen/base.json").write_text(json.dumps(base))
+    before = snapshot(root)
+    assert "leads out of" in one_error_line(dlgen("update", root))
+    assert (elsewhere / "precious.txt").read_text() == "x\n"
+    assert snapshot(root) == before
+
+
+def test_update_never_writes_through_a_symlinked_folder(tmp_path):
+    root = new(tmp_path, "demo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "scripts").symlink_to(elsewhere)  # --ddp would write its launchers there
+    assert "leads out of" in one_error_line(dlgen("update", root, "--ddp"))
+    assert not any(elsewhere.iterdir())
+    assert "ddp = false" in (root / ".dlgen.toml").read_text()
+
+
+def test_a_symlinked_project_folder_is_still_the_project(tmp_path):
+    real = new(tmp_path, "demo")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    result = dlgen("update", link, "--ema")
+    assert result.exit_code == 0, result.output
+    assert "ema = true" in (real / ".dlgen.toml").read_text()
+
+
+def test_an_update_that_cannot_write_one_file_writes_none(tmp_path):
+    root = new(tmp_path, "demo")
+    (root / "scripts").mkdir()
+    (root / "scripts/slurm.sbatch").mkdir()  # in the way of a file --ddp adds
+    before = snapshot(root)
+    assert "in the way" in one_error_line(dlgen("update", root, "--ddp"))
+    assert snapshot(root) == before
+
+
+def test_a_fault_during_an_update_changes_nothing(tmp_path, monkeypatch):
+    root = new(tmp_path, "demo", "--ddp")
+    edit(
+        root / "demo/train.py",
+        "    cfg = load_config(argv)\n",
+        "    cfg = load_config(argv)\n    1\n",
+    )
+    before = snapshot(root)
+    report = plan_update(root, ema=True, ddp=False)
+    calls, real = [], os.replace
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 6:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(WriteError, match="nothing was changed"):
+        apply_update(root, report)
+    monkeypatch.setattr(os, "replace", real)
+    assert snapshot(root) == before  # the deleted launchers are back, no temp file is left
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda r: edit(r / ".dlgen.toml", "ema = false", 'ema = "false"'), "ema must be true"),
+        (lambda r: edit(r / ".dlgen.toml", 'model = "mlp"', "model = 3"), "model must be"),
+        (lambda r: edit(r / ".dlgen.toml", 'name = "demo"', "name = 1"), "name is not"),
+        (lambda r: edit(r / ".dlgen.toml", "[options]", "options = 1\n[x]"), "not a table"),
+        (lambda r: (r / ".dlgen.toml").write_bytes(b'name = "d\xe9mo"\n'), "not UTF-8"),
+        (lambda r: (r / ".dlgen/base.json").write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+        (lambda r: (r / ".dlgen/base.json").write_text('{"a.py": 3}'), "damaged"),
+        (lambda r: (r / ".dlgen/base.json").write_text('["a.py"]'), "damaged"),
+        (lambda r: (r / ".dlgen/base.json").write_text('{"": "x"}'), "damaged"),
+        (lambda r: (r / ".dlgen/base.json").write_text('{"/etc/x": "x"}'), "damaged"),
+        (lambda r: (r / ".dlgen/base.json").unlink() or (r / ".dlgen/base.json").mkdir(), "folder"),
+        (lambda r: (r / ".dlgen/base.json").unlink(), "missing"),
+    ],
+)
+def test_damaged_state_files_exit_2_and_write_nothing(tmp_path, damage, message):
+    root = new(tmp_path, "demo")
+    damage(root)
+    before = snapshot(root)
+    assert message in one_error_line(dlgen("update", root, "--amp"))
+    assert snapshot(root) == before
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to apply the diff")
+@pytest.mark.parametrize(
+    "args, changes",
+    [
+        (["--ema"], {"ema": True}),
+        (["--model", "cnn", "--no-ddp"], {"model": "cnn", "ddp": False}),  # a conflict
+    ],
+)
+def test_dry_run_shows_the_diff_that_the_update_applies(tmp_path, args, changes):
+    """`git apply` of the diff --dry-run prints gives exactly the files the update writes,
+    conflict markers included; only the merge base, .dlgen/base.json, is left out."""
+    root = new(tmp_path, "demo", "--ddp")
+    edit(root / "demo/model.py", "class MLP(nn.Module):", "class MLP(nn.Module):  # my note")
+    edit(
+        root / "demo/train.py",
+        "    cfg = load_config(argv)\n",
+        "    cfg = load_config(argv)\n    1\n",
+    )
+    (root / "scripts/slurm.sbatch").unlink()
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    dry = dlgen("update", root, *args, "--dry-run")
+    diff = update_diff(root, plan_update(root, **changes))
+    assert diff.startswith("diff --git a/") and diff in dry.stdout
+    assert "would update demo/train.py" in dry.stdout or "would merge" in dry.stdout
+    assert (dry.exit_code == 1) == ("+<<<<<<< yours" in diff), dry.output
+    applied = subprocess.run(
+        ["git", "apply", "--whitespace=nowarn", "-"],
+        input=diff,
+        cwd=copy,
+        text=True,
+        capture_output=True,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert dlgen("update", root, *args).exit_code == dry.exit_code
+    assert tree(copy) == {**tree(root), ".dlgen/base.json": tree(copy)[".dlgen/base.json"]}
+
+
+def test_a_symlink_loop_or_a_name_too_long_is_one_line(tmp_path):
+    root = new(tmp_path, "demo")
+    (root / "loop").symlink_to(root / "loop")
+    base = json.loads((root / ".dlgen/base.json").read_text())
+    base["loop/x.py"] = "x\n"
+    (root / ".dlgen/base.json").write_text(json.dumps(base))
+    assert "Symlink loop" in one_error_line(dlgen("update", root))
+    assert "too long" in one_error_line(dlgen("update", tmp_path / ("a" * 300)))
+    assert "too long" in one_error_line(dlgen("new", tmp_path / ("a" * 300) / "demo"))
