@@ -9,8 +9,7 @@ from pathlib import Path
 from scaffold import __version__
 from scaffold.context import build_context
 from scaffold.formatting import format_files
-from scaffold.render import render_project, render_snippet, toml_literal
-from scaffold.render import comment_texts
+from scaffold.render import comment_texts, render_project, render_snippet, toml_literal
 from scaffold.spec import OPTION_BY_NAME, ProjectSpec, _check_choice, course_sections, snippet_spec
 from scaffold.write import WriteReport, write_project
 

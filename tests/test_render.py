@@ -153,7 +153,7 @@ def test_wrap_breaks_chinese_only_between_words():
         lines = wrap(text, width)
         assert "".join(lines).replace(" ", "") == text.replace(" ", "")
         assert sum("'Gloo / connectFullMesh failed'" in line for line in lines) == 1
-        for a, b in zip(lines, lines[1:]):
+        for a, b in zip(lines, lines[1:], strict=False):
             assert not (is_cjk(a[-1]) and is_cjk(b[0])), (width, a, b)
 
 
@@ -181,7 +181,7 @@ def test_no_zh_comment_breaks_a_chinese_word():
     line continues: lines break after punctuation or next to a Latin token."""
     for where, text in zh_outputs():
         lines = text.split("\n")
-        for a, b in zip(lines, lines[1:]):
+        for a, b in zip(lines, lines[1:], strict=False):
             a, b = a.strip(), b.strip()
             if a.startswith("#") and b.startswith("#"):
                 a, b = a[1:].strip(), b[1:].strip()
@@ -194,3 +194,18 @@ def test_state_file_records_answers_and_base():
     assert 'optimizer = "sgd"' in files[".dlgen.toml"]
     assert '"demo/train.py" = "' in files[".dlgen.toml"]
     assert '"demo/train.py"' in files[".dlgen/base.json"]
+
+
+def test_zh_texts_use_the_glossary():
+    """One Chinese term per English term (templates/comments/glossary.toml)."""
+    import tomllib
+
+    from scaffold.render import templates_dir
+
+    folder = templates_dir() / "comments"
+    glossary = tomllib.loads((folder / "glossary.toml").read_text())
+    zh = (folder / "zh.toml").read_text()
+    for term, entry in glossary.items():
+        assert entry["zh"] in zh, term
+        for variant in entry["avoid"]:
+            assert variant not in zh, f"{variant!r}: write {entry['zh']!r} for {term}"
