@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from scaffold import __version__
-from scaffold.errors import DlgenError, SpecError
+from scaffold.errors import DlgenError, SnippetError, SpecError
 from scaffold.shell import Group, error_line
 from scaffold.spec import OPTIONS, SNIPPETS, build_spec
 
@@ -248,24 +248,59 @@ def snippet(
     ),
     teach: bool = typer.Option(False, "--teach", help="Add comments that explain why."),
     lang: str = typer.Option("en", "--lang", metavar="[en|zh]", help="Comment language."),
+    notebook: bool = typer.Option(
+        False, "--notebook", help="Write a Jupyter notebook: explanations as markdown cells."
+    ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write to this file instead of printing."
     ),
 ) -> None:
-    """Print a standalone, runnable file for one section of the cheat sheet."""
+    """Print a standalone, runnable file (or notebook) for one section of the cheat sheet."""
     try:
         from scaffold.generate import snippet as render_snippet
+        from scaffold.generate import snippet_notebook
         from scaffold.write import write_one
 
-        text = render_snippet(name, teach=teach, lang=lang)
+        if notebook and output is not None and output.suffix != ".ipynb":
+            raise SnippetError(f"--notebook writes a notebook: name it FILE.ipynb, not {output}")
+        if notebook:
+            text = snippet_notebook(name, teach=teach, lang=lang)
+        else:
+            text = render_snippet(name, teach=teach, lang=lang)
         if output is None:
             typer.echo(text, nl=False)
         else:
             saved = write_one(output, text)
             kept = f" (old content saved as {saved})" if saved else ""
-            typer.echo(f"wrote {output}{kept}; run it with: python {output}")
+            run = f"jupyter lab {output}" if notebook else f"python {output}"
+            typer.echo(f"wrote {output}{kept}; run it with: {run}")
     except DlgenError as e:
         fail(str(e))
+
+
+@app.command("course")
+def course(
+    path: Path = typer.Argument(..., metavar="PATH", help="The folder to create."),
+    lang: str = typer.Option("en", "--lang", metavar="[en|zh]", help="Language of the course."),
+    sections: str | None = typer.Option(
+        None, "--sections", metavar="a,b,...", help="Only these sections (default: all)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+) -> None:
+    """Write a course: one notebook per section, exercises/ with checks, and solutions/."""
+    try:
+        from scaffold.generate import course as render_course
+        from scaffold.write import write_project
+
+        target = path.expanduser().absolute()
+        files = render_course(lang=lang, sections=sections)
+        write_project(target, files, force=force)
+    except DlgenError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written")
+    count = sum(1 for rel in files if "/" not in rel and rel.endswith(".ipynb"))
+    typer.echo(f"wrote a course of {count} sections in {target}; start with README.md")
 
 
 @app.command("list")

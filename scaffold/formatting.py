@@ -4,13 +4,21 @@ user-supplied value such as a long project name pushed a line past black's limit
 
 from __future__ import annotations
 
+import unicodedata
+
 LINE_LENGTH = 88
+
+
+def width(line: str) -> int:
+    """Columns on screen, as black counts them: a Chinese character takes two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
 
 
 def needs_black(text: str) -> bool:
     """A line of code past the limit; black leaves long comments (URLs) as they are."""
     return any(
-        len(line) > LINE_LENGTH and not line.lstrip().startswith("#") for line in text.splitlines()
+        width(line) > LINE_LENGTH and not line.lstrip().startswith("#")
+        for line in text.splitlines()
     )
 
 

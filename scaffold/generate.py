@@ -9,8 +9,8 @@ from pathlib import Path
 from scaffold import __version__
 from scaffold.context import build_context
 from scaffold.formatting import format_files
-from scaffold.render import render_project, render_snippet, toml_literal
-from scaffold.spec import ProjectSpec, snippet_spec
+from scaffold.render import comment_texts, render_project, render_snippet, toml_literal
+from scaffold.spec import OPTION_BY_NAME, ProjectSpec, _check_choice, course_sections, snippet_spec
 from scaffold.write import WriteReport, write_project
 
 STATE_FILE = ".dlgen.toml"
@@ -59,3 +59,58 @@ def snippet(name: str, teach: bool = False, lang: str = "en") -> str:
     _, spec = snippet_spec(name, teach=teach, lang=lang)
     path = f"{name}.py"
     return format_files({path: render_snippet(name, build_context(spec))})[path]
+
+
+def snippet_source(name: str, lang: str = "en", teach: bool = True) -> str:
+    """The snippet as rendered for a notebook: course markers and paragraph breaks kept."""
+    _, spec = snippet_spec(name, teach=teach, lang=lang)
+    return render_snippet(name, build_context(spec), notebook=True)
+
+
+def snippet_notebook(name: str, teach: bool = False, lang: str = "en", mode: str = "full") -> str:
+    """One cheat-sheet section as a notebook (JSON text): `full`, `exercise` or `solution`."""
+    from scaffold.notebook import from_script  # lazy: imports nbformat
+
+    return from_script(snippet_source(name, lang, teach), lang, mode)
+
+
+def course(lang: str = "en", sections: str | None = None) -> dict[str, str]:
+    """{path: text} of a course: README.md, one notebook per section in teaching order,
+    exercises/ (the key lines removed, each followed by its check) and solutions/."""
+    _check_choice(OPTION_BY_NAME["lang"], lang)
+    chosen = course_sections(sections)
+    texts = comment_texts(lang)
+
+    def say(key: str) -> str:
+        return texts[key]["brief"].strip()
+
+    files = {}
+    rows = []
+    for number, name in chosen:
+        stem = f"{number:02d}-{name}.ipynb"
+        files[stem] = snippet_notebook(name, teach=True, lang=lang)
+        files[f"exercises/{stem}"] = snippet_notebook(name, True, lang, mode="exercise")
+        files[f"solutions/{stem}"] = snippet_notebook(name, True, lang, mode="solution")
+        doc = say("snippet_" + name.replace("-", "_"))
+        rows.append(
+            f"| {number:02d} | [{name}]({stem}) | {doc} | [exercises/{stem}](exercises/{stem}) |"
+        )
+    readme = [
+        f"# {say('course_title')}",
+        "",
+        say("course_intro"),
+        "",
+        "```bash",
+        "pip install torch jupyterlab",
+        "jupyter lab",
+        "```",
+        "",
+        f"| # | {say('course_section')} | {say('course_content')} | {say('course_exercise')} |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        say("course_exercises"),
+        "",
+    ]
+    files["README.md"] = "\n".join(readme)
+    return files

@@ -61,7 +61,18 @@ def environment() -> jinja2.Environment:
     )
     env.filters["py"] = py_literal
     env.filters["toml"] = toml_literal
+    env.globals["t"] = say
     return env
+
+
+@jinja2.pass_context
+def say(context: jinja2.runtime.Context, key: str) -> str:
+    """`{{ t("id") }}`: the text of that id in the chosen language, as a Python string
+    literal; printed messages are localized like comments, and the code stays the same."""
+    texts = comment_texts(context["lang"])
+    if key not in texts:
+        raise KeyError(f"no text {key!r} in comments/{context['lang']}.toml")
+    return py_literal(texts[key]["brief"].strip())
 
 
 @cache
@@ -77,8 +88,18 @@ MARKER = re.compile(r'^(?P<indent>[ ]*)(?P<doc>""")?#: (?P<id>[a-z0-9_]+)(?P=doc
 TRAILING = re.compile(r"^(?P<code>[ ]*\S.*?)  #: (?P<id>[a-z0-9_]+)$")
 
 
+# Chinese text breaks only after this punctuation, or next to a Latin token.
+CJK_BREAK_AFTER = set("，。；：、！？）」』")
 # Closing punctuation stays at the end of a line, never starts the next one.
 NO_LINE_START = set("，。；：、）」』！？,.;:)")
+# The units a CJK line is filled with, none of which is ever split: a quoted or
+# backticked span, a Latin token (with its trailing space), or a run of other characters
+# that ends after break punctuation or before the next Latin token.
+_UNIT = re.compile(
+    r"`[^`]*` ?|“[^”]*”|「[^」]*」|\"[^\"]*\" ?|(?<![A-Za-z])'[^']*'(?![A-Za-z]) ?"
+    r"|[A-Za-z0-9_.,:;()\[\]'`/=<>+\-*@%~#!?\"|^{}\\]+ ?"
+    r"|[^A-Za-z0-9_`'\" ]*?[，。；：、！？）」』](?=.)|[^A-Za-z0-9_`'\" ]+|."
+)
 
 
 def _width(text: str) -> int:
@@ -86,7 +107,8 @@ def _width(text: str) -> int:
 
 
 def wrap(text: str, width: int) -> list[str]:
-    """Wrap at spaces; text with CJK characters may also break between any two of them."""
+    """Wrap at spaces. Text with CJK characters also breaks after Chinese punctuation and
+    next to a Latin token, never inside a word, a quote or a backticked span."""
     lines: list[str] = []
     for paragraph in text.strip().split("\n"):
         if _width(paragraph) == len(paragraph):
@@ -95,17 +117,21 @@ def wrap(text: str, width: int) -> list[str]:
             ) or [""]
             continue
         line = ""
-        for token in re.findall(r"[A-Za-z0-9_.,:;()\[\]'`/=<>+\-*@%~#!?\"]+ ?|.", paragraph):
-            if line and _width(line + token.rstrip()) > width and token not in NO_LINE_START:
+        for unit in _UNIT.findall(paragraph):
+            if line and _width(line + unit.rstrip()) > width and unit[0] not in NO_LINE_START:
                 lines.append(line.rstrip())
-                line = token.lstrip()
+                line = unit.lstrip()
             else:
-                line += token
+                line += unit
         lines.append(line.rstrip())
     return lines
 
 
-def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -> str:
+def expand_comments(
+    source: str, lang: str, teach: bool, pkg: str, where: str, paragraphs: bool = False
+) -> str:
+    """Replace each `#: id` marker by its text; with paragraphs, an empty `#` line (or an
+    empty docstring line) separates the parts, so a notebook can make prose of them."""
     texts = comment_texts(lang)
     out: list[str] = []
     for line in source.split("\n"):
@@ -127,6 +153,8 @@ def expand_comments(source: str, lang: str, teach: bool, pkg: str, where: str) -
         if not text:
             continue
         indent = m["indent"]
+        if paragraphs:
+            text = text.replace("\n", "\n\n")
         if m["doc"]:
             body = wrap(text, LINE_LENGTH - len(indent) - 6)
             if len(body) == 1:
@@ -166,16 +194,40 @@ def project_templates(spec: ProjectSpec) -> list[tuple[str, str]]:
     return pairs
 
 
-def render_template(name: str, context: dict) -> str:
+# Course markers in a template: `#! exercise ID` ... `#! end` around the lines a student
+# writes, `#! check ID` ... `#! end` around the check that follows. A script or a project
+# keeps the exercise's lines and drops the markers and the check; scaffold/notebook.py
+# cuts them into exercises, checks and solutions.
+COURSE_MARKER = re.compile(r"^[ ]*#! (exercise|check) [a-z0-9_]+$|^[ ]*#! end$")
+
+
+def strip_course_markers(source: str) -> str:
+    out: list[str] = []
+    in_check = False
+    for line in source.split("\n"):
+        m = COURSE_MARKER.match(line)
+        if m:
+            in_check = m[1] == "check"
+        elif not in_check:
+            out.append(line)
+    return "\n".join(out)
+
+
+def render_template(name: str, context: dict, notebook: bool = False) -> str:
+    """The rendered file; for a notebook, with course markers and paragraph breaks kept."""
     text = environment().get_template(name).render(context)
     if name.endswith(".py.j2"):
-        text = expand_comments(text, context["lang"], context["teach"], context["pkg"], name)
+        text = expand_comments(
+            text, context["lang"], context["teach"], context["pkg"], name, paragraphs=notebook
+        )
+        if not notebook:
+            text = strip_course_markers(text)
     return tidy(text)
 
 
-def render_snippet(name: str, context: dict) -> str:
+def render_snippet(name: str, context: dict, notebook: bool = False) -> str:
     """A standalone snippet file: templates/standalone/<name>.py.j2."""
-    return render_template(f"standalone/{name}.py.j2", context)
+    return render_template(f"standalone/{name}.py.j2", context, notebook=notebook)
 
 
 def render_project(spec: ProjectSpec, context: dict) -> dict[str, str]:

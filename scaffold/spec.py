@@ -540,6 +540,33 @@ SNIPPETS: tuple[Snippet, ...] = (
 
 SNIPPET_BY_NAME = {s.name: s for s in SNIPPETS}
 
+# `dlgen course`: the snippets in teaching order, each building on the ones before.
+COURSE = (
+    "tensors",
+    "mlp",
+    "cnn",
+    "training-loop",
+    "regularization",
+    "schedulers",
+    "save-load",
+    "amp",
+    "attention",
+    "transformer-layer",
+    "grad-checkpointing",
+    "ddp",
+)
+
+
+def course_sections(sections: str | None = None) -> list[tuple[int, str]]:
+    """(number, name) of the chosen sections (comma-separated; all by default), or SpecError."""
+    names = [n.strip() for n in sections.split(",") if n.strip()] if sections else list(COURSE)
+    for name in names:
+        if name not in COURSE:
+            close = difflib.get_close_matches(name, COURSE, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"unknown section {name!r}{hint}; choose from: {', '.join(COURSE)}")
+    return [(i + 1, name) for i, name in enumerate(COURSE) if name in names]
+
 
 def snippet_spec(name: str, teach: bool = False, lang: str = "en") -> tuple[Snippet, ProjectSpec]:
     """The snippet of that name and the spec its templates render with, or SpecError."""

@@ -137,8 +137,56 @@ def test_code_is_identical_across_languages():
 
 
 def test_wrap_handles_cjk_width():
-    lines = wrap("梯度" * 60, 40)
-    assert all(len(line) * 2 <= 40 for line in lines) and "".join(lines) == "梯度" * 60
+    text = "梯度在多个微批次上累积，" * 6 + "再更新参数。"
+    lines = wrap(text, 40)
+    assert all(len(line) * 2 <= 40 for line in lines) and "".join(lines) == text
+
+
+def test_wrap_breaks_chinese_only_between_words():
+    """After Chinese punctuation or next to a Latin token; never inside a word or a quote."""
+    text = (
+        "每个微批次的损失都除以微批次数，所以累加后的梯度等于一个大批次平均损失的梯度；"
+        "重启后若出现 'Gloo / connectFullMesh failed'，说明复用了旧的 store，"
+        "见 `dist.PrefixStore` 的用法。"
+    )
+    for width in range(20, 90, 7):
+        lines = wrap(text, width)
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+        assert sum("'Gloo / connectFullMesh failed'" in line for line in lines) == 1
+        for a, b in zip(lines, lines[1:], strict=False):
+            assert not (is_cjk(a[-1]) and is_cjk(b[0])), (width, a, b)
+
+
+def is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+def zh_outputs():
+    """Every --lang zh file a user gets: each snippet, and a project for each model."""
+    from scaffold.generate import snippet
+    from scaffold.spec import SNIPPETS
+
+    for s in SNIPPETS:
+        yield s.name, snippet(s.name, teach=True, lang="zh")
+    for model in OPTION_BY_NAME["model"].values:
+        spec = build_spec("proj", model=model, teach=True, lang="zh", amp=True, ema=True)
+        yield from ((rel, t) for rel, t in render(spec).items() if rel.endswith(".py"))
+    for extra in ({"ddp": True}, {"fsdp": True}, {"grad_checkpointing": True, "model": "cnn"}):
+        spec = build_spec("proj", teach=True, lang="zh", **extra)
+        yield from ((rel, t) for rel, t in render(spec).items() if rel.endswith(".py"))
+
+
+def test_no_zh_comment_breaks_a_chinese_word():
+    """A Chinese comment or docstring line never ends in a Chinese character that the next
+    line continues: lines break after punctuation or next to a Latin token."""
+    for where, text in zh_outputs():
+        lines = text.split("\n")
+        for a, b in zip(lines, lines[1:], strict=False):
+            a, b = a.strip(), b.strip()
+            if a.startswith("#") and b.startswith("#"):
+                a, b = a[1:].strip(), b[1:].strip()
+            if a and b and not a.startswith(('"""', "#")) and not b.startswith('"""'):
+                assert not (is_cjk(a[-1]) and is_cjk(b[0])), f"{where}: {a} / {b}"
 
 
 def test_state_file_records_answers_and_base():
@@ -146,3 +194,18 @@ def test_state_file_records_answers_and_base():
     assert 'optimizer = "sgd"' in files[".dlgen.toml"]
     assert '"demo/train.py" = "' in files[".dlgen.toml"]
     assert '"demo/train.py"' in files[".dlgen/base.json"]
+
+
+def test_zh_texts_use_the_glossary():
+    """One Chinese term per English term (templates/comments/glossary.toml)."""
+    import tomllib
+
+    from scaffold.render import templates_dir
+
+    folder = templates_dir() / "comments"
+    glossary = tomllib.loads((folder / "glossary.toml").read_text())
+    zh = (folder / "zh.toml").read_text()
+    for term, entry in glossary.items():
+        assert entry["zh"] in zh, term
+        for variant in entry["avoid"]:
+            assert variant not in zh, f"{variant!r}: write {entry['zh']!r} for {term}"

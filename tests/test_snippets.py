@@ -42,8 +42,9 @@ def test_every_snippet_renders_clean_in_both_languages(name, tmp_path):
         assert black.format_str(text, mode=black.Mode()) == text, (lang, teach)
         (tmp_path / f"{name.replace('-', '_')}_{lang}_{int(teach)}.py").write_text(text)
         assert 'if __name__ == "__main__":' in text
-    # The code is the same in every language; only comments and docstrings change.
-    codes = {code_only(text) for text in variants.values()}
+    # The code is the same in every language; only comments, docstrings and the text of
+    # strings (printed messages) change.
+    codes = {code_shape(text) for text in variants.values()}
     assert len(codes) == 1
     assert not has_cjk(variants["en", True])
     assert has_cjk(variants["zh", True]) and has_cjk(variants["zh", False])
@@ -54,8 +55,25 @@ def test_every_snippet_renders_clean_in_both_languages(name, tmp_path):
     assert_ruff_clean(tmp_path)
 
 
+def code_shape(source: str) -> str:
+    """The code without comments and docstrings, every string's text blanked (an f-string
+    keeps its {fields}): what must be the same in every language."""
+
+    class Blank(ast.NodeTransformer):
+        def visit_Constant(self, node):
+            return ast.Constant("") if isinstance(node.value, str) else node
+
+        def visit_JoinedStr(self, node):
+            fields = [v for v in node.values if isinstance(v, ast.FormattedValue)]
+            return ast.JoinedStr([self.visit(v) for v in fields])
+
+    return ast.unparse(Blank().visit(ast.parse(code_only(source))))
+
+
 def top_level(source: str) -> dict[str, str]:
-    tree = ast.parse(source)
+    """Each top-level function and class, without comments and docstrings: a snippet's
+    docstring speaks of the snippet, the project's of the project."""
+    tree = ast.parse(code_only(source))
     return {
         n.name: ast.unparse(n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
     }
@@ -117,7 +135,7 @@ EXPECT = {
 @pytest.mark.parametrize("name", NAMES)
 def test_snippet_demos_run_and_show_their_point(name, tmp_path):
     path = tmp_path / f"{name}.py"
-    path.write_text(snippet(name, teach=True, lang="zh"))
+    path.write_text(snippet(name, teach=True, lang="en"))
     result = subprocess.run(
         [sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
@@ -178,3 +196,28 @@ def test_a_teach_zh_project_trains(project, tmp_path):
         )
         metrics = p.module("train").train(cfg)
     assert metrics["accuracy"] > 0.5
+
+
+def test_teach_adds_to_every_snippet():
+    for name in NAMES:
+        for lang in ("en", "zh"):
+            assert snippet(name, teach=True, lang=lang) != snippet(name, lang=lang), (name, lang)
+
+
+def test_zh_snippets_print_chinese():
+    """Printed results and assert messages are in the reader's language too."""
+    for name in NAMES:
+        zh = snippet(name, teach=True, lang="zh")
+        for node in ast.walk(ast.parse(zh)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
+                texts = [a for a in node.args if isinstance(a, (ast.Constant, ast.JoinedStr))]
+                parts = [ast.unparse(a) for a in texts]
+                assert not parts or any(has_cjk(p) for p in parts), (name, ast.unparse(node))
+
+
+def test_snippets_speak_of_the_code_in_front_of_the_reader():
+    for name in NAMES:
+        for lang in ("en", "zh"):
+            text = snippet(name, teach=True, lang=lang)
+            for word in ("cheat sheet", "速查表", "--precision", "CPU tests"):
+                assert word not in text, (name, lang, word)

@@ -21,9 +21,9 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> None:
     """先写入临时文件并 fsync，再重命名覆盖目标文件。
-    os.replace 是原子操作：崩溃或 kill -9 之后，留下的要么是旧检查点，要么是新检查
-    点，绝不会是两者各半。keep_previous 会把旧文件保留为 *.prev.pt，最新文件损坏时
-    可以退回使用。
+    os.replace 是原子操作：崩溃或 kill -9 之后，留下的要么是旧检查点，
+    要么是新检查点，绝不会是两者各半。keep_previous 会把旧文件保留为 *.prev.pt，
+    最新文件损坏时可以退回使用。
     """
     if not all_finite(state):
         raise FloatingPointError(
@@ -74,7 +74,8 @@ def previous(path: Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """把只含张量和普通 Python 值的检查点加载到 CPU 上。"""
     try:
-        # weights_only=True 不会执行任何 pickle 代码：加载文件不可能运行恶意程序。
+        # weights_only=True 只恢复张量和基本的 Python 类型，与完整的反序列化相比，
+        # 恶意文件能利用的东西少得多。
         # 自 PyTorch 2.6 起这是默认值；显式写出是为了表明意图。这也是检查点只保存
         # state_dict 和普通值、从不保存整个模块或 argparse Namespace 的原因。
         # https://pytorch.org/docs/stable/notes/serialization.html#weights-only
@@ -96,8 +97,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def rng_state() -> dict:
     """训练中用到的所有随机数生成器的状态。
-    Dropout 从 torch 的随机数生成器取数。恢复训练时还原它，dropout 掩码以及最终权
-    重就与不中断的训练逐位相同。
+    Dropout 从 torch 的随机数生成器取数。恢复训练时还原它，dropout
+    掩码以及最终权重就与不中断的训练逐位相同。
     """
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -113,8 +114,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def latest_checkpoint(path: Path) -> dict | None:
-    """最新的可读检查点，不可读时退回到上一个；一个都没有时返回 None，两个都损坏时报
-    错。
+    """最新的可读检查点，不可读时退回到上一个；一个都没有时返回 None，
+    两个都损坏时报错。
     """
     damaged = []
     for candidate in (path, previous(path)):
@@ -211,8 +212,8 @@ def restore(ckpt: dict, parts: dict) -> Progress:
 
 
 def resume_from(cfg: Config, out_dir: Path) -> dict | None:
-    """返回要续训的检查点，全新运行则返回 None；已有运行记录的 out_dir 绝不会被悄悄覆
-    盖。
+    """返回要续训的检查点，全新运行则返回 None；已有运行记录的 out_dir
+    绝不会被悄悄覆盖。
     """
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")

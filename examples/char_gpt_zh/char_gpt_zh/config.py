@@ -114,8 +114,8 @@ def _unknown(name: str) -> str:
 
 def load_config(argv: list[str] | None = None) -> Config:
     """先读取可选的 --config TOML 文件，再用 --字段 命令行参数覆盖，构建 Config。
-    未知的名称会被拒绝而不是忽略：否则像 --lrr 0.1 这样的拼写错误会悄悄地用默认学
-    习率训练，没人会发现。
+    未知的名称会被拒绝而不是忽略：否则像 --lrr 0.1
+    这样的拼写错误会悄悄地用默认学习率训练，没人会发现。
     """
     parser = argparse.ArgumentParser(
         allow_abbrev=False, argument_default=argparse.SUPPRESS

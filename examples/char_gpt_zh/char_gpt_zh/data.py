@@ -23,9 +23,9 @@ class Data:
 
 class GlobalBatches(Sampler[list[int]]):
     """单个进程的微批次，从一个只取决于（种子，轮）的全局顺序中切出。
-    一轮中第 j 个全局微批次是 order[j*B*W : (j+1)*B*W]，第 r 个进程取其中属于自己
-    的 B 个。因此无论有多少个进程，看到的全局样本序列都相同；续训时可以在 O(1) 时
-    间内从任意样本开始，跳过时不必读取任何数据。
+    一轮中第 j 个全局微批次是 order[j*B*W : (j+1)*B*W]，第 r
+    个进程取其中属于自己的 B 个。因此无论有多少个进程，看到的全局样本序列都相同；
+    续训时可以在 O(1) 时间内从任意样本开始，跳过时不必读取任何数据。
     """
 
     def __init__(self, n: int, cfg: Config, rank: int = 0, world: int = 1):
@@ -58,8 +58,8 @@ class GlobalBatches(Sampler[list[int]]):
 
 def micro_batches(loader: DataLoader, epoch: int, consumed: int):
     """不断产出（轮，已消耗样本数，批次），从第 epoch 轮的第 consumed 个样本开始。
-    一轮的顺序只取决于（种子，轮），而采样器可以从其中任意位置开始，所以续训时恰好
-    接着产出下一个本该看到的批次，无需读取之前的批次。
+    一轮的顺序只取决于（种子，轮），而采样器可以从其中任意位置开始，
+    所以续训时恰好接着产出下一个本该看到的批次，无需读取之前的批次。
     """
     sampler = loader.batch_sampler
     while True:
@@ -92,8 +92,8 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
 
 def synthetic_text(cfg: Config) -> str:
     """由 40 个虚构单词上的随机马尔可夫链生成的句子。
-    文本在两个尺度上有结构：单词的拼写，以及哪个词可以跟在哪个词后面，所以损失可以
-    降到远低于字符的一元熵。
+    文本在两个尺度上有结构：单词的拼写，以及哪个词可以跟在哪个词后面，
+    所以损失可以降到远低于字符的一元熵。
     """
     g = torch.Generator().manual_seed(cfg.seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -116,7 +116,9 @@ def synthetic_text(cfg: Config) -> str:
 
 
 class Windows(Dataset):
-    """每个长为 seq_len 的字符窗口，与右移一位的同一窗口配对：即下一个字符的预测目标。"""
+    """每个长为 seq_len 的字符窗口，与右移一位的同一窗口配对：
+    即下一个字符的预测目标。
+    """
 
     def __init__(self, ids: torch.Tensor, seq_len: int, stride: int = 1):
         self.ids, self.seq_len, self.stride = ids, seq_len, stride

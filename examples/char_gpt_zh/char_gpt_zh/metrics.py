@@ -16,7 +16,9 @@ TIMING = ("step_time", "samples_per_s", "tokens_per_s", "mfu", "max_memory")
 
 
 class MetricsLog:
-    """每行一个 JSON 对象。恢复训练时先删去检查点步数之后的记录，保证每一步只出现一次。"""
+    """每行一个 JSON 对象。恢复训练时先删去检查点步数之后的记录，
+    保证每一步只出现一次。
+    """
 
     def __init__(
         self, path: Path, resume_step: int | None, total_steps: int, enabled: bool

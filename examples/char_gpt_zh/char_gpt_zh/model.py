@@ -74,8 +74,8 @@ class GPT(nn.Module):
         # 权重共享：输出层与词元嵌入共用同一权重（Press & Wolf，2017）。
         self.lm_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
-        # 与 GPT-2 一样，把残差投影的初始化缩放 1/sqrt(2 * n_layers)，避免残差流随深度增
-        # 大。
+        # 与 GPT-2 一样，把残差投影的初始化缩放 1/sqrt(2 * n_layers)，
+        # 避免残差流随深度增大。
         for block in self.blocks:
             for proj in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * cfg.n_layers))
@@ -102,8 +102,8 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
     ) -> torch.Tensor:
-        """把 idx (B, T) 延长 max_new_tokens 个词元，每个新词元都从模型的预测分布中采
-        样。
+        """把 idx (B, T) 延长 max_new_tokens 个词元，
+        每个新词元都从模型的预测分布中采样。
         """
         for _ in range(max_new_tokens):
             logits = self(idx[:, -self.seq_len :])[:, -1, :] / temperature
@@ -117,9 +117,9 @@ class GPT(nn.Module):
 
 class EMA(AveragedModel):
     """权重的指数移动平均（EMA）：每一步之后，avg += (1 - decay) * (weights - avg)。
-    torch 自带的 AveragedModel 每次更新都要把 n_averaged 读回主机两次，会让 GPU 每
-    一步都停顿；这里的实现把判断留在设备上。state_dict 与 AveragedModel 相同：权重
-    放在 'module.' 之下，另有 n_averaged。
+    torch 自带的 AveragedModel 每次更新都要把 n_averaged 读回主机两次，会让 GPU
+    每一步都停顿；这里的实现把判断留在设备上。state_dict 与 AveragedModel 相同：
+    权重放在 'module.' 之下，另有 n_averaged。
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -128,8 +128,8 @@ class EMA(AveragedModel):
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        # 第一次更新直接复制权重（权重系数为 1）；之后每次向当前权重移动 (1 - decay) 的
-        # 比例。
+        # 第一次更新直接复制权重（权重系数为 1）；之后每次向当前权重移动 (1 - decay)
+        # 的比例。
         weight = torch.where(self.n_averaged == 0, 1.0, 1.0 - self.decay)
         averaged = [*self.module.parameters(), *self.module.buffers()]
         current = [*model.parameters(), *model.buffers()]

@@ -61,7 +61,7 @@ def loss_fn(cfg: Config, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 def evaluate(model: nn.Module, loader, cfg, device) -> dict:
     """整个验证集上的平均损失。"""
     model.eval()
-    # 损失×样本数、样本数、正确数：在设备上累加，最后只读一次，而不是每个批次读一次。
+    # 损失×样本数、样本数、正确数：都在设备上求和，最后只读一次，而不是每个批次读一次。
     sums = torch.zeros(3, device=device)
     for batch in loader:
         x, y = to_device(batch, device)
@@ -84,10 +84,10 @@ def check_flags(nonfinite_at: torch.Tensor) -> None:
 
 
 class GracefulStop:
-    """Ctrl-C（SIGINT）或 SIGTERM 只设置一个标志；训练循环完成当前这一步、保存检查点
-    后再退出。
-    集群抢占作业时先发送 SIGTERM，稍后才强制杀死。在步与步之间停下，保证最后的检查
-    点总是一致的，--resume auto 可以从那里精确地继续。
+    """Ctrl-C（SIGINT）或 SIGTERM 只设置一个标志；训练循环完成当前这一步、
+    保存检查点后再退出。
+    集群抢占作业时先发送 SIGTERM，稍后才强制杀死。在步与步之间停下，
+    保证最后的检查点总是一致的，--resume auto 可以从那里精确地继续。
     """
 
     def __enter__(self):
@@ -111,12 +111,12 @@ class GracefulStop:
 
 
 def train_step(model, optimizer, batches, progress, cfg, device) -> tuple:
-    """一个优化器步：对 grad_accum_steps 个微批次做前向和反向传播，然后裁剪、更新。这
-    里没有任何从设备读取的操作。
+    """一个优化器步：对 grad_accum_steps 个微批次做前向和反向传播，然后裁剪、更新。
+    这里没有任何从设备读取的操作。
     """
     loss_sum = torch.zeros((), device=device)
-    # 梯度在 grad_accum_steps 个微批次上累加：用同样的显存得到更大的批量。
-    # 每个微批次的损失都除以微批次数，所以累加后的梯度等于一个大批次平均损失的梯度。
+    # 梯度累积：梯度在 grad_accum_steps 个微批次上累积，用同样的显存得到更大的批次。
+    # 每个微批次的损失都除以微批次数，所以累积后的梯度等于一个大批次平均损失的梯度。
     for _ in range(cfg.grad_accum_steps):
         progress.epoch, progress.consumed, batch = next(batches)
         x, y = to_device(batch, device)
@@ -126,8 +126,8 @@ def train_step(model, optimizer, batches, progress, cfg, device) -> tuple:
     # 裁剪前的梯度总范数，留在设备上；max_norm=inf 时只计算范数，不做裁剪。
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
     # found_inf 为 1 时，融合优化器在设备上跳过这次更新
-    # GradScaler 正是这样在不读取主机的情况下跳过 fp16 步的：非有限的梯度永远不会进入权
-    # 重。
+    # GradScaler 正是这样在不读取主机的情况下跳过 fp16 步的：
+    # 非有限的梯度永远不会进入权重。
     optimizer.found_inf = grad_norm.isfinite().logical_not().float()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -150,8 +150,8 @@ def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
     # 精确续训所需的、带 state_dict 的全部部件，以及它们在检查点中的键名。
     parts = {"model": model}
     # 权重（及缓冲区）的指数滑动平均，与原始模型一起评估。
-    # 在最近约 1/(1 - decay) 步上取平均，可以平滑最后几步随机梯度下降的噪声；平均后的模
-    # 型往往比最后一步的权重泛化得更好。
+    # 在最近约 1/(1 - decay) 步上取平均，可以平滑最后几步随机梯度下降的噪声；
+    # 平均后的模型往往比最后一步的权重泛化得更好。
     # https://pytorch.org/docs/stable/optim.html#weight-averaging-swa-and-ema
     parts["ema"] = EMA(model, cfg.ema_decay)
     parts["optimizer"] = configure_optimizer(model, cfg, device)
@@ -162,8 +162,8 @@ def train(cfg: Config) -> dict:
     """按 cfg 训练；返回最后一次验证的指标。"""
     rank, world, device = 0, 1, pick_device(cfg.device)
     if device.type == "cuda":
-        # fp32 矩阵乘法使用 TF32 张量核心：在 A100 或 H100 上约为 fp32 的 8 倍速度，尾数
-        # 保留 10 位。
+        # fp32 矩阵乘法使用 TF32 张量核心：在 A100 或 H100 上约为 fp32 的 8 倍速度，
+        # 尾数保留 10 位。
         # https://pytorch.org/docs/stable/notes/cuda.html#tensorfloat-32-tf32-on-ampere-and-later-devices
         torch.set_float32_matmul_precision("high")
     cfg, data, model, parts = build(cfg, device, rank, world)
@@ -190,9 +190,9 @@ def train(cfg: Config) -> dict:
         while True:
             step = progress.step
             # 记录日志、评估和保存都在事件时进行；事件之间的各步从不从设备读取数据。
-            # 调用 .item()、float(t)、bool(t) 或 print(t) 时，CPU 必须等 GPU 完成所有排
-            # 队的工作，在此期间无法排入下一步。续训那一步的事件在写检查点之前已经执行过
-            # 了。
+            # 调用 .item()、float(t)、bool(t) 或 print(t) 时，CPU 必须等 GPU
+            # 完成所有排队的工作，在此期间无法排入下一步。
+            # 续训那一步的事件在写检查点之前已经执行过了。
             due, end = step > first or step == 0, step == total_steps
             log_now = due and step > 0 and step % cfg.log_every == 0
             eval_now = due and (step % cfg.eval_every == 0 or end)

@@ -72,8 +72,8 @@ def previous(path: Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint of plain tensors and Python values onto the CPU."""
     try:
-        # weights_only=True never runs pickled code: loading a file cannot execute
-        # anything.
+        # weights_only=True restores only tensors and basic Python types, so a malicious
+        # file has far less to work with than with a full unpickler.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
