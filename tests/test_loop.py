@@ -1,0 +1,71 @@
+"""The generated training loop's fixes from the review of issue #11, each run in-process."""
+
+import json
+
+import pytest
+from conftest import ProjectImport, make_project
+
+torch = pytest.importorskip("torch")
+
+TINY = dict(device="cpu", num_samples=256, log_every=2, eval_every=4, save_every=4)
+
+
+def test_onecycle_leaves_adams_beta1_alone(tmp_path):
+    root = make_project(tmp_path, "cyc", scheduler="onecycle")
+    with ProjectImport(root, "cyc") as p:
+        cfg = p.module("config").Config(**TINY)
+        model = torch.nn.Linear(4, 2)
+        optimizer = p.module("optim").configure_optimizer(model, cfg, torch.device("cpu"))
+        scheduler = p.module("optim").build_scheduler(optimizer, cfg, 20)
+        betas = set()
+        for _ in range(20):
+            optimizer.step()
+            scheduler.step()
+            betas.add(optimizer.param_groups[0]["betas"][0])
+    assert betas == {cfg.betas[0]}
+
+
+def test_resuming_bf16_at_fp16_starts_a_fresh_scaler(tmp_path, capsys):
+    root = make_project(tmp_path, "prec", amp=True)
+    with ProjectImport(root, "prec") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        out = str(tmp_path / "run")
+        train(Config(**TINY, out_dir=out, max_steps=4, precision="bf16"))
+        train(Config(**TINY, out_dir=out, max_steps=8, precision="fp16", resume="auto"))
+        ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert ckpt["step"] == 8 and "scale" in ckpt["scaler"]
+    assert "fresh" in capsys.readouterr().err
+
+
+def test_ema_picks_best_and_is_what_predict_loads(tmp_path):
+    root = make_project(tmp_path, "avg", ema=True)
+    with ProjectImport(root, "avg") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        train(Config(**TINY, out_dir=str(tmp_path / "run"), max_steps=8))
+        ckpt_mod = p.module("checkpoint")
+        best = ckpt_mod.load_checkpoint(tmp_path / "run/checkpoints/best.pt")
+        weights = ckpt_mod.model_weights(best)
+        raw = ckpt_mod.model_weights(best, raw=True)
+    lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    val = [e for e in map(json.loads, lines) if e["split"] == "val"]
+    assert best["best_val_loss"] == min(e["ema_loss"] for e in val)
+    key = next(iter(raw))
+    assert torch.equal(weights[key], best["ema"]["module." + key])
+    assert not torch.equal(weights[key], raw[key])
+
+
+def test_a_rerun_into_a_used_out_dir_is_refused_and_damage_never_restarts(tmp_path):
+    root = make_project(tmp_path, "keep")
+    with ProjectImport(root, "keep") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        errors = p.module("config").ConfigError, p.module("checkpoint").CheckpointError
+        out = tmp_path / "run"
+        train(Config(**TINY, out_dir=str(out), max_steps=4))
+        before = (out / "metrics.jsonl").read_text()
+        with pytest.raises(errors[0], match="--resume auto"):
+            train(Config(**TINY, out_dir=str(out), max_steps=4))
+        (out / "checkpoints/last.pt").write_bytes(b"torn")
+        (out / "checkpoints/last.prev.pt").unlink(missing_ok=True)
+        with pytest.raises(errors[1], match="nothing was changed"):
+            train(Config(**TINY, out_dir=str(out), max_steps=8, resume="auto"))
+    assert (out / "metrics.jsonl").read_text() == before
