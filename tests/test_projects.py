@@ -87,4 +87,11 @@ def test_kill_9_then_resume_auto_is_exact(tmp_path):
     assert cut["step"] == full["step"] == 400
     for key, value in full["model"].items():
         assert torch.equal(value, cut["model"][key]), key
-    assert (root / "full/metrics.jsonl").read_text() == metrics.read_text()
+    # Every event is identical except the measured timings (step_time, samples_per_s, ...).
+    timing = ("step_time", "samples_per_s", "tokens_per_s", "mfu", "max_memory")
+
+    def events(path):
+        rows = map(json.loads, path.read_text().splitlines())
+        return [{k: v for k, v in row.items() if k not in timing} for row in rows]
+
+    assert events(root / "full/metrics.jsonl") == events(metrics)
