@@ -195,11 +195,12 @@ def train(cfg: Config) -> dict:
             stopping = stop.signum is not None
             if log_now or eval_now or save_now or stopping:
                 check_flags(nonfinite_at)
+                progress.skipped = int(skipped.item())
             if log_now:
-                loss, norm, skips = torch.stack([loss_sum, grad_norm, skipped]).tolist()
-                values = dict(lr=lr, loss=loss, grad_norm=norm, skipped=int(skips))
+                loss, norm = torch.stack([loss_sum, grad_norm]).tolist()
+                values = dict(loss=loss, grad_norm=norm, skipped=progress.skipped)
                 timing = telemetry.measure(step)
-                log.write("train", step, progress.epoch, **values, **timing)
+                log.write("train", step, progress.epoch, lr=lr, **values, **timing)
             if eval_now:
                 metrics = evaluate(model, val_loader, cfg, device)
                 lr_now = optimizer.param_groups[0]["lr"]
@@ -212,7 +213,6 @@ def train(cfg: Config) -> dict:
                     state = capture(parts, progress, cfg, data)
                     save_checkpoint(out_dir / "checkpoints/best.pt", state)
             if save_now or stopping:
-                progress.skipped = int(skipped.item())
                 state = capture(parts, progress, cfg, data)
                 last = out_dir / "checkpoints/last.pt"
                 save_checkpoint(last, state, keep_previous=True)

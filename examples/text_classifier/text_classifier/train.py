@@ -230,14 +230,15 @@ def train(cfg: Config) -> dict:
             save_now = due and step > 0 and (step % cfg.save_every == 0 or end)
             if log_now or eval_now or save_now:
                 stop.signum = check_flags(nonfinite_at, stop.signum)
+                progress.skipped = int(skipped.item())
             stopping = stop.signum is not None and (log_now or eval_now or save_now)
             if log_now:
                 # mean over ranks (gloo has no AVG)
                 loss_sum = all_ranks(loss_sum / world)
-                loss, norm, skips = torch.stack([loss_sum, grad_norm, skipped]).tolist()
-                values = dict(lr=lr, loss=loss, grad_norm=norm, skipped=int(skips))
+                loss, norm = torch.stack([loss_sum, grad_norm]).tolist()
+                values = dict(loss=loss, grad_norm=norm, skipped=progress.skipped)
                 timing = telemetry.measure(step)
-                log.write("train", step, progress.epoch, **values, **timing)
+                log.write("train", step, progress.epoch, lr=lr, **values, **timing)
             if eval_now:
                 metrics = evaluate(raw_model, val_loader, cfg, device, precision)
                 lr_now = optimizer.param_groups[0]["lr"]
@@ -250,7 +251,6 @@ def train(cfg: Config) -> dict:
                     state = capture(parts, progress, cfg, data)
                     save(out_dir / "checkpoints/best.pt", state)
             if save_now or stopping:
-                progress.skipped = int(skipped.item())
                 state = capture(parts, progress, cfg, data)
                 last = out_dir / "checkpoints/last.pt"
                 save(last, state, keep_previous=True)
