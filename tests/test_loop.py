@@ -69,3 +69,28 @@ def test_a_rerun_into_a_used_out_dir_is_refused_and_damage_never_restarts(tmp_pa
         with pytest.raises(errors[1], match="nothing was changed"):
             train(Config(**TINY, out_dir=str(out), max_steps=8, resume="auto"))
     assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_overwrite_starts_over_without_the_old_runs_checkpoints(tmp_path):
+    root = make_project(tmp_path, "anew")
+    with ProjectImport(root, "anew") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        out = tmp_path / "run"
+        train(Config(**{**TINY, "save_every": 3}, out_dir=str(out), max_steps=6))
+        train(Config(**TINY, out_dir=str(out), max_steps=4, overwrite=True))
+        load = p.module("checkpoint").load_checkpoint
+        assert load(out / "checkpoints/last.pt")["step"] == 4
+    # the old run's last.pt must not become this run's fallback
+    assert not (out / "checkpoints/last.prev.pt").exists()
+
+
+def test_step_time_after_a_resume_counts_only_the_steps_since_it(tmp_path):
+    root = make_project(tmp_path, "tele")
+    with ProjectImport(root, "tele") as p:
+        cfg = p.module("config").Config(**TINY)
+        model = p.module("model").build_model(cfg)
+        telemetry = p.module("metrics").Telemetry(
+            cfg, model, torch.device("cpu"), torch.float32, 1, 10
+        )
+        telemetry.time -= 2.0  # two seconds since the resume at step 10
+        assert telemetry.measure(12)["step_time"] == pytest.approx(1.0, rel=0.05)

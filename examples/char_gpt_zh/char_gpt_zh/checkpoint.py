@@ -225,4 +225,8 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
             f"{out_dir} already holds a run: continue it with --resume auto, "
             "or replace it with --overwrite"
         )
+    # 从头开始：旧运行的检查点也一并删除，否则第一次保存会把旧的 last.pt
+    # 留作本次运行的后备。
+    for old in (out_dir / "checkpoints").glob("*.pt"):
+        old.unlink(missing_ok=True)
     return None

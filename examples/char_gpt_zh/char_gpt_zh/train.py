@@ -178,7 +178,8 @@ def train(cfg: Config) -> dict:
     first = progress.step
     log_path = out_dir / "metrics.jsonl"
     log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
-    telemetry = Telemetry(cfg, model, device, torch.float32, world)
+    dtype = torch.float32
+    telemetry = Telemetry(cfg, model, device, dtype, world, first)
     batches = micro_batches(loader, progress.epoch, progress.consumed)
     # 这些计数器放在设备上：读取它们会让 GPU 停顿，所以只在事件时读取。
     skipped = torch.tensor(float(progress.skipped), device=device)

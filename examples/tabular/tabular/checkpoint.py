@@ -212,4 +212,8 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
             f"{out_dir} already holds a run: continue it with --resume auto, "
             "or replace it with --overwrite"
         )
+    # Starting over: the old run's checkpoints go too, or the first save would keep its
+    # last.pt as this run's fallback.
+    for old in (out_dir / "checkpoints").glob("*.pt"):
+        old.unlink(missing_ok=True)
     return None

@@ -103,7 +103,7 @@ class Telemetry:
     """
 
     def __init__(
-        self, cfg: Config, model: nn.Module, device: torch.device, dtype, world: int
+        self, cfg: Config, model: nn.Module, device, dtype, world: int, step: int
     ):
         self.samples = cfg.batch_size * cfg.grad_accum_steps * world
         self.cuda, self.world = device.type == "cuda", world
@@ -114,7 +114,7 @@ class Telemetry:
             low_precision = dtype in (torch.bfloat16, torch.float16)
             self.peak = found[0][0 if low_precision else 1] if found else None
         self.flops = flops_per_sample(model, cfg)
-        self.restart(0)
+        self.restart(step)
 
     def restart(self, step: int) -> None:
         """Start a new measuring window at this step."""

@@ -174,7 +174,8 @@ def train(cfg: Config) -> dict:
     first = progress.step
     log_path = out_dir / "metrics.jsonl"
     log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
-    telemetry = Telemetry(cfg, model, device, torch.float32, world)
+    dtype = torch.float32
+    telemetry = Telemetry(cfg, model, device, dtype, world, first)
     batches = micro_batches(loader, progress.epoch, progress.consumed)
     # Counters that live on the device: reading them would stall the GPU, so they are
     # read only at events.

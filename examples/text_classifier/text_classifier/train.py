@@ -210,7 +210,8 @@ def train(cfg: Config) -> dict:
     first = progress.step
     log_path = out_dir / "metrics.jsonl"
     log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
-    telemetry = Telemetry(cfg, raw_model, device, precision.dtype, world)
+    dtype = precision.dtype
+    telemetry = Telemetry(cfg, raw_model, device, dtype, world, first)
     batches = micro_batches(loader, progress.epoch, progress.consumed)
     # Counters that live on the device: reading them would stall the GPU, so they are
     # read only at events.
