@@ -55,6 +55,8 @@ class HostReads:
         self.data_file, self.step, self.reads = data_file, 0, {}
 
     def _wrap(self, name):
+        import torch
+
         real = getattr(torch.Tensor, name)
 
         def counted(tensor, *args, **kwargs):
@@ -71,6 +73,8 @@ class HostReads:
         return real, counted
 
     def __enter__(self):
+        import torch
+
         self.saved = {}
         for name in self.METHODS:
             self.saved[name], counted = self._wrap(name)
@@ -78,6 +82,8 @@ class HostReads:
         return self
 
     def __exit__(self, *exc):
+        import torch
+
         for name, real in self.saved.items():
             setattr(torch.Tensor, name, real)
 
@@ -86,8 +92,7 @@ class HostReads:
 def test_pairwise_rows_train_without_host_reads_between_events(tmp_path, row, monkeypatch):
     """Every row trains, and a step that neither logs, evaluates nor saves reads nothing back
     from the device: the GPU is never left idle waiting for the CPU."""
-    global torch
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     spec = build_spec(f"pw{row}", **ROWS[row].answers())
     root = make_project(tmp_path, spec.name, **spec.answers())
     overrides = dict(TEST_PROFILES[spec.model]["tiny_overrides"])
