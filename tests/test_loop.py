@@ -94,3 +94,28 @@ def test_step_time_after_a_resume_counts_only_the_steps_since_it(tmp_path):
         )
         telemetry.time -= 2.0  # two seconds since the resume at step 10
         assert telemetry.measure(12)["step_time"] == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_fresh_run_leaves_checkpoints_it_did_not_write_alone(tmp_path):
+    root = make_project(tmp_path, "stray")
+    kept = tmp_path / "run/checkpoints/pretrained.pt"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"the user's file")
+    with ProjectImport(root, "stray") as p:
+        p.module("train").train(
+            p.module("config").Config(**TINY, out_dir=str(tmp_path / "run"), max_steps=2)
+        )
+    assert kept.read_bytes() == b"the user's file"
+
+
+def test_a_checkpoint_of_another_model_config_is_one_unwrapped_line(tmp_path):
+    root = make_project(tmp_path, "other")
+    with ProjectImport(root, "other") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        out = str(tmp_path / "run")
+        train(Config(**TINY, out_dir=out, max_steps=2))
+        error = p.module("checkpoint").CheckpointError
+        with pytest.raises(error) as info:
+            train(Config(**TINY, out_dir=out, max_steps=4, resume="auto", hidden_dims=[8]))
+    message = str(info.value)
+    assert "different model config" in message and "does not fit" not in message

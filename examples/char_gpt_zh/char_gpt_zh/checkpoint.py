@@ -200,6 +200,8 @@ def restore(ckpt: dict, parts: dict) -> Progress:
         fields = dataclasses.fields(Progress)
         progress = Progress(**{f.name: ckpt[f.name] for f in fields})
         set_rng_state(ckpt["rng"])
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         # 缺少某个键、换了优化器或换了模型配置：用一行说明。
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -225,8 +227,9 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
             f"{out_dir} already holds a run: continue it with --resume auto, "
             "or replace it with --overwrite"
         )
-    # 从头开始：旧运行的检查点也一并删除，否则第一次保存会把旧的 last.pt
-    # 留作本次运行的后备。
-    for old in (out_dir / "checkpoints").glob("*.pt"):
-        old.unlink(missing_ok=True)
+    if cfg.overwrite:
+        # 从头开始：旧运行的检查点也一并删除，否则第一次保存会把旧的 last.pt
+        # 留作本次运行的后备。
+        for old in (out_dir / "checkpoints").glob("*.pt"):
+            old.unlink(missing_ok=True)
     return None

@@ -192,6 +192,8 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
                 f"the checkpoint was saved by {len(ckpt['rng'])} ranks, not {world}"
             )
         set_rng_state(ckpt["rng"][rank])  # each rank its own random stream
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         # A missing key, another optimizer or another model config: say so in one line.
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -218,10 +220,11 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
             f"{out_dir} already holds a run: continue it with --resume auto, "
             "or replace it with --overwrite"
         )
-    # Starting over: the old run's checkpoints go too, or the first save would keep its
-    # last.pt as this run's fallback.
-    for old in (out_dir / "checkpoints").glob("*.pt"):
-        old.unlink(missing_ok=True)
+    if cfg.overwrite:
+        # Starting over: the old run's checkpoints go too, or the first save would keep
+        # its last.pt as this run's fallback.
+        for old in (out_dir / "checkpoints").glob("*.pt"):
+            old.unlink(missing_ok=True)
     return None
 
 
