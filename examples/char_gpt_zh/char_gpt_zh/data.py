@@ -84,6 +84,8 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
             f"the training split has {len(data.train)} examples, fewer than one "
             f"optimizer step ({batches.step_samples}); lower --batch-size"
         )
+    # DataLoader 使用独立的生成器：创建迭代器时不会从 dropout
+    # 所用的全局随机数生成器取数，精确恢复训练需要这一点。
     train = DataLoader(
         data.train, batch_sampler=batches, generator=torch.Generator(), **workers
     )

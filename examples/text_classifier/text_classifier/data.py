@@ -104,6 +104,8 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
             f"the training split has {len(data.train)} examples, fewer than one "
             f"optimizer step ({batches.step_samples}); lower --batch-size"
         )
+    # A generator of its own: making an iterator then draws no number from the global
+    # RNG that dropout uses, which exact resume needs.
     train = DataLoader(
         data.train, batch_sampler=batches, generator=torch.Generator(), **workers
     )
