@@ -155,7 +155,9 @@ OPTIONS: tuple[Option, ...] = (
         "Project tooling: pre-commit hooks (black, ruff) and a GitHub Actions workflow that "
         "lints and tests on every push.",
         False,
-        files={True: (".pre-commit-config.yaml", ".github/workflows/tests.yml")},
+        files={
+            True: (".pre-commit-config.yaml", ".github/workflows/tests.yml", "tests/test_gpu.py")
+        },
     ),
     Option("teach", "Add explanatory comments that say why, with links.", False),
     Option(

@@ -109,11 +109,66 @@ def run(label, options, overrides, steps, device, tmp):
         sys.path.remove(str(tmp / name))
 
 
+# GPT-2 small's shape (Radford et al. 2019): 12 layers, d768, 12 heads, context 1024. The
+# vocabulary is the synthetic text's characters, not 50257 BPE tokens, so the parameter
+# count is that of the blocks; MFU counts the FLOPs of the model actually trained.
+GPT2_SMALL = dict(
+    d_model=768,
+    n_layers=12,
+    n_heads=12,
+    d_ff=3072,
+    seq_len=1024,
+    batch_size=16,
+    corpus_chars=2_000_000,
+    dropout=0.0,
+)
+
+
+def run_throughput(label, compile_model, steps, device, tmp):
+    """tokens/s, MFU and peak memory from the project's own telemetry (last train event)."""
+    name = "t_" + ("compiled" if compile_model else "eager")
+    options = {"model": "gpt", "amp": True, "compile": compile_model}
+    generate(build_spec(name, **options), tmp / name)
+    sys.path.insert(0, str(tmp / name))
+    try:
+        Config = importlib.import_module(f"{name}.config").Config
+        train = importlib.import_module(f"{name}.train").train
+        extra = {"compile": True} if compile_model else {}
+        every = max(1, steps // 3)  # the first window includes compilation; report the last
+        train(
+            Config(
+                out_dir=str(tmp / name / "run"),
+                device=device,
+                max_steps=steps,
+                log_every=every,
+                eval_every=steps,
+                save_every=steps,
+                precision="bf16",
+                **GPT2_SMALL,
+                **extra,
+            )
+        )
+        lines = (tmp / name / "run" / "metrics.jsonl").read_text().splitlines()
+        last = [e for e in map(json.loads, lines) if e["split"] == "train"][-1]
+        mfu = f"{last['mfu']:.1%}" if "mfu" in last else "unknown GPU"
+        return (
+            f"| {label} | {last['tokens_per_s']:,.0f} | {mfu} | "
+            f"{last.get('max_memory', 0) / 2**30:.1f} GiB | {last['step_time'] * 1e3:.0f} ms |"
+        )
+    except Exception as e:  # one broken row must not hide the others
+        return f"| {label} | FAIL: {type(e).__name__}: {e} | | | |"
+    finally:
+        sys.path.remove(str(tmp / name))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--only", default="", help="comma-separated parts of row labels")
+    parser.add_argument(
+        "--gpt2-steps", type=int, default=60, help="steps of each GPT-2-small row; 0 = skip"
+    )
     args = parser.parse_args()
     import torch
 
@@ -133,6 +188,12 @@ def main() -> int:
         row, passed = run(label, options, overrides, args.steps, args.device, tmp)
         print(row, flush=True)
         ok &= passed
+    if args.gpt2_steps and args.device.startswith("cuda"):
+        print("\nGPT-2 small (12 x d768, T=1024, batch 16), bf16, from the metrics telemetry\n")
+        print("| run | tokens/s | MFU | peak memory | step time |")
+        print("|---|---|---|---|---|")
+        for label, compiled in (("bf16", False), ("bf16 + compile", True)):
+            print(run_throughput(label, compiled, args.gpt2_steps, args.device, tmp), flush=True)
     return 0 if ok else 1
 
 

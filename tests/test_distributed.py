@@ -119,7 +119,11 @@ def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
         sys.path.remove(str(root))
         for m in [m for m in sys.modules if m.startswith("ddpeq")]:
             del sys.modules[m]
-    ddp = load(root / "runs/ddp/checkpoints/last.pt")["model"]
+    ddp_ckpt = load(root / "runs/ddp/checkpoints/last.pt")
+    # Identical weights, but each rank its own random stream (dropout masks differ).
+    first, second = (state["torch"] for state in ddp_ckpt["rng"])
+    assert not torch.equal(first, second)
+    ddp = ddp_ckpt["model"]
     single = load(root / "runs/single/checkpoints/last.pt")["model"]
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)

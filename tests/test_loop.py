@@ -119,3 +119,28 @@ def test_a_checkpoint_of_another_model_config_is_one_unwrapped_line(tmp_path):
             train(Config(**TINY, out_dir=out, max_steps=4, resume="auto", hidden_dims=[8]))
     message = str(info.value)
     assert "different model config" in message and "does not fit" not in message
+
+
+def test_validation_loss_under_bf16_is_computed_in_fp32(tmp_path):
+    """The logits come out of autocast in bf16; the loss that picks best.pt must not be
+    rounded to bf16 as well."""
+    root = make_project(tmp_path, "half", amp=True)
+    with ProjectImport(root, "half") as p:
+        cfg = p.module("config").Config(**TINY, precision="bf16")
+        train = p.module("train")
+        data = p.module("data").build_datasets(cfg)
+        cfg = p.module("config").Config(**{**TINY, **data.sizes}, precision="bf16")
+        model = p.module("model").build_model(cfg)
+        cpu = torch.device("cpu")
+        precision = p.module("precision").Precision("bf16", cpu)
+        loader = torch.utils.data.DataLoader(data.val, batch_size=cfg.batch_size)
+        got = train.evaluate(model, loader, cfg, cpu, precision)["loss"]
+        total = n = 0
+        model.eval()  # as evaluate() runs it: no dropout
+        with torch.no_grad():
+            for x, y in loader:
+                with precision.autocast():
+                    logits = model(x)
+                total += train.loss_fn(cfg, logits.float(), y).double() * len(y)
+                n += len(y)
+    assert got == pytest.approx((total / n).item(), rel=1e-6)

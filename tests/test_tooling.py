@@ -51,3 +51,13 @@ def test_the_workflow_lints_and_tests_and_its_commands_pass_here(tmp_path, model
         argv = [sys.executable, *([] if tool == "python" else ["-m", tool]), *args]
         result = subprocess.run(argv, cwd=root, capture_output=True, text=True)
         assert result.returncode == 0, f"{command}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+
+
+def test_the_gpu_job_is_opt_in_and_runs_the_cuda_checks(tmp_path):
+    root = make_project(tmp_path, "gpuci", model="gpt", amp=True, tooling=True)
+    job = yaml.safe_load((root / TOOLING[1]).read_text())["jobs"]["gpu"]
+    assert job["if"] == "vars.GPU_CI == 'true'" and job["runs-on"] == ["self-hosted", "gpu"]
+    assert job["steps"][-1]["run"] == "python -m pytest -q"
+    gpu_test = (root / "tests/test_gpu.py").read_text()
+    assert 'set_sync_debug_mode("error")' in gpu_test and 'device="cuda"' in gpu_test
+    assert not (make_project(tmp_path, "plain") / "tests/test_gpu.py").exists()
