@@ -393,3 +393,49 @@ def test_slurm_warning_stops_every_task_and_requeues(tmp_path):
     assert (
         calls.index("task got TERM") < calls.index("saved") < calls.index("scontrol requeue 4242")
     )
+
+
+HOST_READS_DRIVER = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "."); sys.path.insert(0, {tests!r})
+import torch.distributed as dist
+from conftest import HostReads
+import {pkg}.metrics as metrics, {pkg}.train as t
+from {pkg}.config import Config
+counter = HostReads(str(Path("{pkg}/data.py").resolve()))
+real_step = metrics.MetricsLog.step
+def step(self):
+    real_step(self)
+    counter.step += 1
+metrics.MetricsLog.step = step
+with counter:
+    t.train(Config(out_dir="runs/reads", max_steps=8, log_every=8, eval_every=8,
+                   save_every=8, precision="fp16", grad_accum_steps=2, num_samples=512,
+                   d_model=32, d_ff=64, n_layers=1, seq_len=16, device="cpu"))
+print(json.dumps({{"rank": dist.get_rank(), "reads": counter.reads}}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_two_ddp_ranks_read_nothing_from_the_device_between_events(tmp_path):
+    """transformer + fp16 + DDP on 2 processes, with accumulation: the ranks agree to stop
+    and check for NaN only at events, so the steps in between hold no host read."""
+    root = make_project(tmp_path, "quiet", model="transformer", amp=True, ddp=True)
+    tests = str(Path(__file__).resolve().parent)
+    (root / "driver.py").write_text(HOST_READS_DRIVER.format(pkg="quiet", tests=tests))
+    result = subprocess.run(
+        ["torchrun", "--standalone", "--nproc-per-node=2", "driver.py"],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line) for line in result.stdout.splitlines() if '"rank"' in line]
+    assert sorted(r["rank"] for r in reports) == [0, 1]
+    for report in reports:
+        reads = {int(step): n for step, n in report["reads"].items()}
+        assert not any(reads.get(s, 0) for s in range(1, 8)), report
+        assert reads.get(8, 0) > 0  # the events at the end do read

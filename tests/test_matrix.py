@@ -1,10 +1,14 @@
 """The pairwise matrix, computed from the option spec: every valid pair of option values
 renders clean code and trains."""
 
-import sys
-
 import pytest
-from conftest import ProjectImport, assert_ruff_clean, make_project, run_project_tests
+from conftest import (
+    HostReads,
+    ProjectImport,
+    assert_ruff_clean,
+    make_project,
+    run_project_tests,
+)
 
 from scaffold.context import TEST_PROFILES
 from scaffold.errors import SpecError
@@ -41,51 +45,6 @@ def test_pairwise_rows_are_clean(tmp_path):
                 compile(text, rel, "exec")
                 (tmp_path / f"r{i}_{rel.replace('/', '_')}").write_text(text)
     assert_ruff_clean(tmp_path)
-
-
-class HostReads:
-    """Count the reads of tensor values back to the host (.item(), bool(t), float(t), .tolist(),
-    .cpu(), ...) per training step. On a GPU each of them stalls the CPU until the device has
-    caught up. Reads made while a batch is put together (the project's data.py and the
-    DataLoader, on CPU tensors) are not device syncs and are not counted."""
-
-    METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy")
-
-    def __init__(self, data_file: str):
-        self.data_file, self.step, self.reads = data_file, 0, {}
-
-    def _wrap(self, name):
-        import torch
-
-        real = getattr(torch.Tensor, name)
-
-        def counted(tensor, *args, **kwargs):
-            frame = sys._getframe(1)
-            while frame is not None:
-                where = frame.f_code.co_filename
-                if where == self.data_file or "torch/utils/data" in where:
-                    break
-                frame = frame.f_back
-            else:
-                self.reads[self.step] = self.reads.get(self.step, 0) + 1
-            return real(tensor, *args, **kwargs)
-
-        return real, counted
-
-    def __enter__(self):
-        import torch
-
-        self.saved = {}
-        for name in self.METHODS:
-            self.saved[name], counted = self._wrap(name)
-            setattr(torch.Tensor, name, counted)
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        for name, real in self.saved.items():
-            setattr(torch.Tensor, name, real)
 
 
 @pytest.mark.parametrize("row", range(len(ROWS)))
