@@ -58,14 +58,21 @@ def test_compiled_checkpoints_load_into_plain_models(project, tmp_path):
             out_dir=str(tmp_path),
             device="cpu",
             max_steps=3,
-            eval_every=3,
+            eval_every=1,  # eval mode four times, each ending on a shorter batch
+            batch_size=8,
             d_model=32,
             d_ff=64,
             n_layers=1,
             seq_len=16,
             corpus_chars=3000,
         )
+        from torch._dynamo.utils import counters
+
+        counters.clear()
         p.module("train").train(cfg)
+        # One graph, the training step's: evaluation runs eagerly, so switching to eval
+        # mode and the short last validation batch compile nothing more.
+        assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "checkpoints/last.pt")
         assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
         plain = p.module("model").build_model(Config(**{**ckpt["config"], "compile": False}))
