@@ -12,7 +12,7 @@ from conftest import assert_ruff_clean
 from scaffold.context import build_context
 from scaffold.formatting import needs_black
 from scaffold.generate import render
-from scaffold.matrix import combinations
+from scaffold.matrix import combinations, pairwise
 from scaffold.render import environment, expand_comments, render_project, wrap
 from scaffold.spec import OPTION_BY_NAME, build_spec
 
@@ -209,3 +209,21 @@ def test_zh_texts_use_the_glossary():
         assert entry["zh"] in zh, term
         for variant in entry["avoid"]:
             assert variant not in zh, f"{variant!r}: write {entry['zh']!r} for {term}"
+
+
+def test_the_generated_loop_keeps_its_budget():
+    """docs/design.md: the card example's train.py is at most 320 lines, and no generated
+    function is longer than 120, also with every option on and --teach's longer comments."""
+    card = render(build_spec("card", model="transformer", amp=True, ddp=True))
+    assert len(card["card/train.py"].splitlines()) <= 320
+    specs = pairwise() + [
+        build_spec("big", model=m, amp=True, ddp=True, ema=True, compile=True, teach=True)
+        for m in OPTION_BY_NAME["model"].values
+    ]
+    for spec in specs:
+        for rel, text in render(spec).items():
+            if rel.endswith(".py"):
+                for node in ast.walk(ast.parse(text)):
+                    if isinstance(node, ast.FunctionDef):
+                        length = node.end_lineno - node.lineno + 1
+                        assert length <= 120, f"{spec}: {rel}:{node.name} is {length} lines"
