@@ -10,7 +10,7 @@ from char_gpt_zh.config import Config
 
 
 class DataError(ValueError):
-    """无法使用的数据：文件缺失、某列不是数字、行数太少等。"""
+    """无法使用的数据：文件缺失或无法读取，或者文本太短，凑不满一个批次的窗口。"""
 
 
 @dataclass
