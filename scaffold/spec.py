@@ -370,6 +370,12 @@ F = ConfigField
 
 _DISTRIBUTED_FIELDS = (
     F("dist_timeout", "int", 300, "seconds a collective may wait for a peer before failing"),
+    F(
+        "new_global_batch",
+        "bool",
+        False,
+        "resuming on another number of ranks: accept a different global batch",
+    ),
 )
 
 # The generated Config's fields. Keys are (option, value) pairs, or "base" for every project;

@@ -1,6 +1,7 @@
 """--ddp and --fsdp on real engines: torchrun with gloo on CPU. Each launch costs seconds,
 so these tests are few, marked slow, and part of the full run."""
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_project, wait_until
+from conftest import ProjectImport, make_project, wait_until
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -439,3 +440,47 @@ def test_two_ddp_ranks_read_nothing_from_the_device_between_events(tmp_path):
         reads = {int(step): n for step, n in report["reads"].items()}
         assert not any(reads.get(s, 0) for s in range(1, 8)), report
         assert reads.get(8, 0) > 0  # the events at the end do read
+
+
+def test_a_two_rank_run_resumes_on_one_process_and_on_four(tmp_path):
+    """A DDP run saved at step 4 on 2 ranks continues on 1 process and on 4: the same
+    global batch, so the same samples in the same optimizer steps, and parameters equal to
+    float tolerance (bitwise is impossible: the reductions run in another order)."""
+    import shutil
+
+    # SGD, not Adam: on parameters whose true gradient is ~0, Adam scales float noise up.
+    root = make_project(tmp_path, "elastic", model="transformer", optimizer="sgd", ddp=True)
+    sizes = dict(num_samples=512, d_model=32, d_ff=64, n_layers=1, seq_len=16, dropout=0.0)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()]
+    common = [*flags, "--max-steps=8", "--save-every=4", "--eval-every=4", "--device=cpu"]
+    result = torchrun(root, *common, "--batch-size=8", "--out-dir=runs/two")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    def cut_at_step_4(name):  # as if the job had died right after the step-4 save
+        shutil.copytree(root / "runs/two", root / f"runs/{name}")
+        ckpt = root / f"runs/{name}/checkpoints"
+        (ckpt / "last.prev.pt").replace(ckpt / "last.pt")
+
+    cut_at_step_4("one")
+    with ProjectImport(root, "elastic") as p:
+        cfg = p.module("config").Config(
+            **sizes, max_steps=8, save_every=4, eval_every=4, device="cpu", batch_size=8
+        )
+        p.module("train").train(
+            dataclasses.replace(cfg, out_dir=str(root / "runs/one"), resume="auto")
+        )
+    cut_at_step_4("four")
+    refused = torchrun(root, *common, "--batch-size=8", "--out-dir=runs/four", NPROC_PER_NODE=4)
+    assert refused.returncode != 0 and "--new-global-batch" in refused.stderr
+    result = torchrun(root, *common, "--batch-size=4", "--out-dir=runs/four", NPROC_PER_NODE=4)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "on 4 ranks, saved on 2" in result.stderr
+
+    reference = load(root / "runs/two/checkpoints/last.pt")
+    for name in ("one", "four"):
+        resumed = load(root / f"runs/{name}/checkpoints/last.pt")
+        assert resumed["step"] == 8 and resumed["consumed"] == reference["consumed"]
+        for key, value in reference["model"].items():
+            torch.testing.assert_close(
+                resumed["model"][key], value, rtol=1e-4, atol=1e-6, msg=f"{name}: {key}"
+            )

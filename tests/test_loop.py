@@ -144,3 +144,26 @@ def test_validation_loss_under_bf16_is_computed_in_fp32(tmp_path):
                 total += train.loss_fn(cfg, logits.float(), y).double() * len(y)
                 n += len(y)
     assert got == pytest.approx((total / n).item(), rel=1e-6)
+
+
+def test_every_world_size_sees_the_same_samples_in_each_optimizer_step(tmp_path):
+    """GlobalBatches cuts one order per (seed, epoch): with the global batch fixed at 16,
+    1, 2 or 4 ranks (and the accumulation that keeps 16) train on the same samples in each
+    optimizer step, and a resume may start at any sample."""
+    root = make_project(tmp_path, "order")
+    with ProjectImport(root, "order") as p:
+        Config, GlobalBatches = p.module("config").Config, p.module("data").GlobalBatches
+        steps = {}
+        for world, batch in ((1, 4), (2, 4), (4, 2), (4, 4)):
+            cfg = Config(batch_size=batch, grad_accum_steps=16 // (batch * world), seed=3)
+            per_rank = [list(GlobalBatches(100, cfg, rank, world)) for rank in range(world)]
+            accum = cfg.grad_accum_steps
+            steps[world, batch] = [
+                sorted(i for r in per_rank for m in r[s * accum : (s + 1) * accum] for i in m)
+                for s in range(len(per_rank[0]) // accum)
+            ]
+        assert len(set(map(str, steps.values()))) == 1 and len(steps[1, 4]) == 6
+        resumed = GlobalBatches(100, Config(batch_size=4, grad_accum_steps=4, seed=3), 0, 1)
+        resumed.set_position(0, 32)  # after two optimizer steps of 16
+        rest = sorted(i for step in steps[1, 4][2:] for i in step)
+        assert sorted(i for m in resumed for i in m) == rest

@@ -165,11 +165,11 @@ def train(cfg: Config) -> dict:
         torch.set_float32_matmul_precision("high")
     cfg, data, model, parts = build(cfg, device, rank, world)
     optimizer = parts["optimizer"]
+    out_dir = Path(cfg.out_dir)
+    ckpt = resume_from(cfg, out_dir)
     loader, val_loader = loaders(data, cfg, device, rank, world)
     total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
     scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
-    out_dir = Path(cfg.out_dir)
-    ckpt = resume_from(cfg, out_dir)
     progress = restore(ckpt, parts) if ckpt else Progress()
     first = progress.step
     log_path = out_dir / "metrics.jsonl"

@@ -187,11 +187,15 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
                 part.load_state_dict(ckpt[name])
         fields = dataclasses.fields(Progress)
         progress = Progress(**{f.name: ckpt[f.name] for f in fields})
-        if len(ckpt["rng"]) != world:
-            raise CheckpointError(
-                f"the checkpoint was saved by {len(ckpt['rng'])} ranks, not {world}"
-            )
-        set_rng_state(ckpt["rng"][rank])  # each rank its own random stream
+        saved_world = len(ckpt["rng"])
+        if saved_world == world:
+            set_rng_state(ckpt["rng"][rank])  # each rank its own random stream
+        else:
+            # Another number of ranks: each rank's dropout stream starts from (seed,
+            # rank, step), as the saved streams belong to other ranks.
+            seed = hash((ckpt["config"]["seed"], rank, progress.step)) % 2**63
+            torch.manual_seed(seed)
+            random.seed(seed)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -201,6 +205,8 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
             f"the checkpoint does not fit this run: {reason}"
         ) from None
     resumed = f"resumed from step {progress.step} (epoch {progress.epoch})"
+    if saved_world != world:
+        resumed += f" on {world} ranks, saved on {saved_world}; new dropout streams"
     if rank == 0:
         print(resumed, file=sys.stderr)
     return progress
@@ -226,6 +232,37 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
         for old in (out_dir / "checkpoints").glob("*.pt"):
             old.unlink(missing_ok=True)
     return None
+
+
+def fit_to_world(cfg: Config, ckpt: dict | None, world: int) -> Config:
+    """Resuming on another number of ranks keeps the global batch (batch_size x
+    grad_accum_steps x ranks) the optimizer saw, so the same samples make each
+    step.
+    """
+    if ckpt is None:
+        return cfg
+    saved = ckpt["config"]
+    old_world = len(ckpt["rng"])
+    old = saved["batch_size"] * saved["grad_accum_steps"] * old_world
+    if cfg.batch_size * cfg.grad_accum_steps * world == old or cfg.new_global_batch:
+        return cfg
+    # a batch_size left at its default means 'as before'
+    default = Config.__dataclass_fields__["batch_size"].default
+    batch = saved["batch_size"] if cfg.batch_size == default else cfg.batch_size
+    accum, rest = divmod(old, batch * world)
+    if accum and not rest:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(
+                f"note: {world} ranks x batch {batch} x {accum} accumulation steps "
+                f"keep the checkpoint's global batch of {old}",
+                file=sys.stderr,
+            )
+        return dataclasses.replace(cfg, batch_size=batch, grad_accum_steps=accum)
+    fits = [b for b in range(1, old // world + 1) if old % (b * world) == 0]
+    raise ConfigError(
+        f"the checkpoint's global batch is {old} ({old_world} ranks); on {world} ranks "
+        f"keep it with a --batch-size in {fits[-4:]}, or pass --new-global-batch"
+    )
 
 
 def rng_states() -> list:

@@ -55,6 +55,7 @@ class Config:
     min_lr: float = 0.0
     precision: str = "auto"
     dist_timeout: int = 300
+    new_global_batch: bool = False
 
     def __post_init__(self):
         problems = []

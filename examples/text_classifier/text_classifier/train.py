@@ -16,6 +16,7 @@ from text_classifier.checkpoint import (
     CheckpointError,
     Progress,
     capture,
+    fit_to_world,
     load_checkpoint,
     load_model_state,
     restore,
@@ -200,11 +201,12 @@ def train(cfg: Config) -> dict:
     cfg, data, model, parts = build(cfg, device, rank, world)
     optimizer, raw_model = parts["optimizer"], parts["model"]
     precision = parts["scaler"]
+    out_dir = Path(cfg.out_dir)
+    ckpt = resume_from(cfg, out_dir)
+    cfg = fit_to_world(cfg, ckpt, world)
     loader, val_loader = loaders(data, cfg, device, rank, world)
     total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
     scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
-    out_dir = Path(cfg.out_dir)
-    ckpt = resume_from(cfg, out_dir)
     barrier()  # Every rank has checked the run folder before rank 0 writes to it.
     progress = restore(ckpt, parts, rank, world) if ckpt else Progress()
     first = progress.step
