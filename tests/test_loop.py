@@ -167,3 +167,32 @@ def test_every_world_size_sees_the_same_samples_in_each_optimizer_step(tmp_path)
         resumed.set_position(0, 32)  # after two optimizer steps of 16
         rest = sorted(i for step in steps[1, 4][2:] for i in step)
         assert sorted(i for m in resumed for i in m) == rest
+
+
+@pytest.mark.parametrize("options", [{"model": "gpt", "ema": True}, {"model": "cnn"}])
+def test_export_reproduces_the_checkpoint_models_outputs_exactly(tmp_path, options):
+    pytest.importorskip("safetensors")
+    root = make_project(tmp_path, "exp", **options)
+    small = dict(TINY)
+    if options["model"] == "gpt":
+        del small["num_samples"]
+        small.update(corpus_chars=3000, d_model=32, d_ff=64, n_layers=1, seq_len=16)
+    with ProjectImport(root, "exp") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        out = tmp_path / "run"
+        train(Config(**small, out_dir=str(out), max_steps=4))
+        export = p.module("export")
+        export.main([str(out / "checkpoints/last.pt"), "-o", str(tmp_path / "export")])
+        model, cfg, meta = export.load_export(tmp_path / "export")
+        ckpt = p.module("checkpoint").load_checkpoint(out / "checkpoints/last.pt")
+        reference = p.module("model").build_model(cfg)
+        if options.get("ema"):  # the EMA weights are exported by default
+            reference.load_state_dict(p.module("checkpoint").model_weights(ckpt))
+        else:
+            reference.load_state_dict(ckpt["model"])
+        x = torch.stack([p.module("data").build_datasets(cfg).val[i][0] for i in range(3)])
+        model.eval()
+        reference.eval()
+        with torch.no_grad():
+            assert torch.equal(model(x), reference(x))
+    assert meta == ckpt["data"] and cfg.__dict__ == ckpt["config"]
