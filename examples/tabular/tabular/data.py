@@ -1,6 +1,7 @@
 """Data: a learnable synthetic table by default, or your CSV file (--data-path)."""
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,11 +121,16 @@ def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _number(path: str, line: int, column: str, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
+        value = math.nan
+    # float() accepts "nan" and "inf"; one of them would make the loss nan at the first
+    # step.
+    if not math.isfinite(value):
         raise DataError(
-            f"{path}:{line}: column {column!r} is not a number: {text!r}"
-        ) from None
+            f"{path}:{line}: column {column!r} is not a finite number: {text!r}"
+        )
+    return value
 
 
 def read_csv(
@@ -133,12 +139,25 @@ def read_csv(
     """Feature names, features (N, D), and the target column as text, or None."""
     if not Path(path).is_file():
         raise DataError(f"no data file at {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = list(reader.fieldnames or [])
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        # Latin-1, binary or NUL bytes: one line naming the file, not a
+        # UnicodeDecodeError.
+        raise DataError(f"{path} is not a UTF-8 CSV file ({e})") from None
     if not rows:
         raise DataError(f"{path} has no data rows")
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            # csv.DictReader files extra fields under None and fills missing ones with
+            # None.
+            raise DataError(
+                f"{path}:{line}: the row's fields do not match the header's "
+                f"{len(columns)} columns"
+            )
     features = [c for c in columns if c != target]
     x = [
         [_number(path, line, c, row[c]) for c in features]
@@ -160,6 +179,8 @@ def build_datasets(cfg: Config) -> Data:
                 f"(columns: {', '.join(features)}); name it with --target"
             )
         classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"{cfg.data_path}: every row is of class {labels[0]!r}")
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     else:

@@ -150,8 +150,12 @@ def read_tsv(path: str) -> tuple[list[str | None], list[str]]:
     """Labels and texts of label<TAB>text lines (a line without a tab has no label)."""
     if not Path(path).is_file():
         raise DataError(f"no data file at {path}")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e})") from None
     labels, texts = [], []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in lines:
         if line.strip():
             label, tab, text = line.partition("\t")
             labels.append(label if tab else None)
@@ -184,6 +188,8 @@ def build_datasets(cfg: Config) -> Data:
         vocab = ["<pad>", "<unk>"] + sorted(seen)
         tokens = encode(texts, vocab, cfg)
         classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"{cfg.data_path}: every line is of class {labels[0]!r}")
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     meta = {"vocab": vocab}
