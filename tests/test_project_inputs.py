@@ -76,6 +76,7 @@ CSV_CASES = {
     "one class": (b"a,b,label\n1,2,x\n3,4,x\n5,6,x\n", ["every row is of class 'x'"]),
     "nan": (b"a,b,label\n1,2,x\n3,nan,y\n", ["nan.csv:3", "column 'b'", "'nan'"]),
     "inf": (b"a,b,label\n-inf,2,x\n3,4,y\n", ["inf.csv:2", "column 'a'", "'-inf'"]),
+    "two rows": (b"a,b,label\n1,1,x\n1,1,y\n", ["fewer than 2 (one batch, and 2"]),
     "overflow": (b"a,b,label\n1e999,2,x\n3,4,y\n", ["overflow.csv:2", "column 'a'"]),
 }
 
@@ -151,7 +152,7 @@ def test_corrupt_image_and_single_class_folder(projects, tmp_path):
 
 def test_text_files_in_another_encoding(projects, tmp_path):
     (tmp_path / "latin.tsv").write_bytes(b"a\tcaf\xe9\nb\tthe\n")
-    (tmp_path / "one.tsv").write_text("a\thello\na\tworld\n")
+    (tmp_path / "one.tsv").write_text("a\thello\na\tworld\n" * 3)
     (tmp_path / "latin.txt").write_bytes(b"caf\xe9 " * 100)
     with open_project(projects, "transformer") as p:
         for name, needle in (("latin.tsv", "not UTF-8"), ("one.tsv", "every line")):
@@ -404,9 +405,14 @@ def test_fuzz_config_flags_and_files(projects, fields, raw):
 
 
 CELLS = st.sampled_from(["1", "0", "-2.5", "x", "y", "nan", "inf", "", "é", "1e999", '"a,b"'])
-CSV_TEXT = st.lists(
-    st.lists(CELLS, min_size=1, max_size=4).map(",".join), min_size=1, max_size=12
-).map(lambda rows: "\n".join(["a,b,label", *rows]) + "\n")
+NUMBERS = st.sampled_from(["1", "0", "-2.5", "3e2", "7"])
+RAGGED_ROWS = st.lists(CELLS, min_size=1, max_size=4)
+GOOD_ROWS = st.tuples(NUMBERS, NUMBERS, st.sampled_from(["x", "y", "z"])).map(list)
+CSV_ROWS = st.one_of(
+    st.lists(GOOD_ROWS, min_size=3, max_size=12),
+    st.lists(st.one_of(GOOD_ROWS, RAGGED_ROWS), min_size=1, max_size=12),
+)
+CSV_TEXT = CSV_ROWS.map(lambda rows: "\n".join(["a,b,label", *map(",".join, rows)]) + "\n")
 
 
 def train_outcome(p, data: bytes, suffix: str, extra: list[str]) -> None:
@@ -425,7 +431,7 @@ def train_outcome(p, data: bytes, suffix: str, extra: list[str]) -> None:
         shutil.rmtree(folder)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(CSV_TEXT.map(str.encode), st.binary(max_size=200)))
 def test_fuzz_csv_files(projects, data):
     with open_project(projects, "mlp") as p:
@@ -433,7 +439,7 @@ def test_fuzz_csv_files(projects, data):
 
 
 @pytest.mark.slow
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(st.text(max_size=300).map(str.encode), st.binary(max_size=300)))
 def test_fuzz_text_and_npz_files(projects, data):
     with open_project(projects, "gpt") as p:

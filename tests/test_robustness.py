@@ -52,7 +52,7 @@ def test_config_file_errors(project, tmp_path, capsys):
         ("a,b,label\n", "has no data rows"),
         ("a,b,label\n1,x,0\n", "column 'b' is not a finite number"),
         ("a,b\n1,2\n", "has no target column 'label'"),
-        ("a,b,label\n1,2,0\n3,4,1\n", "fewer than one batch"),
+        ("a,b,label\n1,2,0\n3,4,1\n", "fewer than 64 (one batch"),
     ],
 )
 def test_data_errors_are_one_clear_line(project, tmp_path, capsys, content, needle):

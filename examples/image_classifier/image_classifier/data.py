@@ -32,10 +32,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, round(n * cfg.val_fraction))
     train, val = perm[n_val:], perm[:n_val]
-    if len(train) < cfg.batch_size:
+    need = max(cfg.batch_size, 2)  # the std of one example is nan
+    if len(train) < need:
         raise DataError(
-            f"the training split has {len(train)} examples, fewer than one batch "
-            f"({cfg.batch_size}); lower --batch-size or use more data"
+            f"the training split has {len(train)} examples, fewer than {need} (one "
+            "batch, and 2 for a standard deviation); use more data or a smaller batch"
         )
     return train, val
 
