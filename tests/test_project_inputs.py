@@ -438,7 +438,6 @@ def test_fuzz_csv_files(projects, data):
         train_outcome(p, data, ".csv", ["--batch-size", "1", "--hidden-dims", "4"])
 
 
-@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(st.text(max_size=300).map(str.encode), st.binary(max_size=300)))
 def test_fuzz_text_and_npz_files(projects, data):
