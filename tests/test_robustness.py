@@ -23,7 +23,7 @@ def run_main(p, module, argv, capsys):
     [
         (["--lrr", "0.1"], "unknown field 'lrr' (did you mean 'lr'?)"),
         (["--batch-size", "ten"], "argument --batch-size: invalid int value"),
-        (["--lr", "0"], "lr must be a finite number > 0"),
+        (["--lr", "0"], "lr must be > 0"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
         (["--max-steps", "-1"], "max_steps must be >= 0"),
     ],
@@ -50,9 +50,9 @@ def test_config_file_errors(project, tmp_path, capsys):
     [
         (None, "no data file at"),
         ("a,b,label\n", "has no data rows"),
-        ("a,b,label\n1,x,0\n", "column 'b' is not a number"),
+        ("a,b,label\n1,x,0\n", "column 'b' is not a finite number"),
         ("a,b\n1,2\n", "has no target column 'label'"),
-        ("a,b,label\n1,2,0\n3,4,1\n", "fewer than one batch"),
+        ("a,b,label\n1,2,0\n3,4,1\n", "fewer than 64 (one batch"),
     ],
 )
 def test_data_errors_are_one_clear_line(project, tmp_path, capsys, content, needle):

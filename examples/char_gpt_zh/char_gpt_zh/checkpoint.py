@@ -92,6 +92,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not a checkpoint dict"
         )
+    if "model" not in state:
+        if not state or not all(torch.is_tensor(v) for v in state.values()):
+            raise CheckpointError(f"{path} holds no model weights (no key 'model')")
+        # 裸的 state_dict（torch.save(model.state_dict(), path)）只有权重：--init-from
+        # 可以直接使用。
+        state = {"model": state}
     return state
 
 
@@ -132,6 +138,18 @@ def latest_checkpoint(path: Path) -> dict | None:
             "no readable fallback; nothing was changed (--resume PATH picks a file)"
         )
     return None
+
+
+def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
+    """训练这个检查点时所用的配置和数据描述。别的模型的文件，或者缺少这两项的文件，
+    会报 CheckpointError，而不是 TypeError。
+    """
+    if not isinstance(ckpt.get("config"), dict) or "data" not in ckpt:
+        raise CheckpointError(f"{path} has no config or data: weights only, not a run")
+    try:
+        return Config(**ckpt["config"]), ckpt["data"]
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path} is of another model: {e}") from None
 
 
 def model_weights(ckpt: dict, raw: bool = False) -> dict:
@@ -217,6 +235,8 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     """返回要续训的检查点，全新运行则返回 None；已有运行记录的 out_dir
     绝不会被悄悄覆盖。
     """
+    if any(p.is_file() for p in (out_dir, *out_dir.parents)):
+        raise ConfigError(f"--out-dir {out_dir}: a file is in the way of that folder")
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")
     if cfg.resume != "none":

@@ -139,7 +139,10 @@ def build_datasets(cfg: Config) -> Data:
     if cfg.data_path:
         if not Path(cfg.data_path).is_file():
             raise DataError(f"no data file at {cfg.data_path}")
-        text = Path(cfg.data_path).read_text(encoding="utf-8")
+        try:
+            text = Path(cfg.data_path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{cfg.data_path} is not UTF-8 text ({e})") from None
     else:
         text = synthetic_text(cfg)
     vocab = sorted(set(text))

@@ -3,17 +3,18 @@
 """
 
 import argparse
+import math
 import sys
 
 import torch
 
 from char_gpt_zh.checkpoint import (
     CheckpointError,
+    checkpoint_config,
     load_checkpoint,
     load_model_state,
     model_weights,
 )
-from char_gpt_zh.config import Config
 from char_gpt_zh.model import build_model
 
 
@@ -22,7 +23,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Generate text from a trained checkpoint."
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
-    parser.add_argument("--prompt", default="\n", help="text to continue")
+    parser.add_argument(
+        "--prompt",
+        default="\n",
+        help="text to continue; empty = start from the first vocabulary entry",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument(
         "--temperature", type=float, default=0.8, help="< 1 is more conservative"
@@ -37,26 +42,31 @@ def main(argv: list[str] | None = None) -> None:
         help="use the trained weights, not their moving average (EMA)",
     )
     args = parser.parse_args(argv)
-    if args.temperature <= 0:
-        parser.error("--temperature must be > 0")
+    if not 0 < args.temperature < math.inf:
+        parser.error("--temperature must be a finite number > 0")
+    if args.max_new_tokens < 0:
+        parser.error("--max-new-tokens must be >= 0")
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        cfg = Config(**ckpt["config"])
+        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
         model = build_model(cfg)
         load_model_state(model, model_weights(ckpt, args.raw_weights))
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    vocab = ckpt["data"]["vocab"]
+    vocab = meta["vocab"]
     index = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted(set(args.prompt) - set(index))
     if unknown:
         parser.error(f"the prompt has characters the model never saw: {unknown}")
     torch.manual_seed(args.seed)
     model.eval()
-    idx = torch.tensor([[index[ch] for ch in args.prompt]])
+    # 提示为空时，从词表里的第一个字符开始生成（多数文本里是换行符），
+    # 这个字符本身不打印。
+    prompt = args.prompt or vocab[0]
+    idx = torch.tensor([[index[ch] for ch in prompt]])
     out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k)
-    print("".join(vocab[i] for i in out[0].tolist()))
+    print("".join(vocab[i] for i in out[0, len(prompt) - len(args.prompt) :].tolist()))
 
 
 if __name__ == "__main__":

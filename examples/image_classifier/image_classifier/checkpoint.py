@@ -87,6 +87,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not a checkpoint dict"
         )
+    if "model" not in state:
+        if not state or not all(torch.is_tensor(v) for v in state.values()):
+            raise CheckpointError(f"{path} holds no model weights (no key 'model')")
+        # A bare state_dict (torch.save(model.state_dict(), path)) holds the weights
+        # alone: --init-from can use it.
+        state = {"model": state}
     return state
 
 
@@ -125,6 +131,18 @@ def latest_checkpoint(path: Path) -> dict | None:
             "no readable fallback; nothing was changed (--resume PATH picks a file)"
         )
     return None
+
+
+def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
+    """The config and data description a checkpoint was trained with. A file of
+    another model, or one without them, is a CheckpointError, not a TypeError.
+    """
+    if not isinstance(ckpt.get("config"), dict) or "data" not in ckpt:
+        raise CheckpointError(f"{path} has no config or data: weights only, not a run")
+    try:
+        return Config(**ckpt["config"]), ckpt["data"]
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path} is of another model: {e}") from None
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
@@ -216,6 +234,8 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     """The checkpoint to resume from, or None for a fresh run; an out_dir that holds
     a run is never overwritten silently.
     """
+    if any(p.is_file() for p in (out_dir, *out_dir.parents)):
+        raise ConfigError(f"--out-dir {out_dir}: a file is in the way of that folder")
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")
     if cfg.resume != "none":

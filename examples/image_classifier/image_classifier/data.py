@@ -3,6 +3,7 @@
 """
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, round(n * cfg.val_fraction))
     train, val = perm[n_val:], perm[:n_val]
-    if len(train) < cfg.batch_size:
+    need = max(cfg.batch_size, 2)  # the std of one example is nan
+    if len(train) < need:
         raise DataError(
-            f"the training split has {len(train)} examples, fewer than one batch "
-            f"({cfg.batch_size}); lower --batch-size or use more data"
+            f"the training split has {len(train)} examples, fewer than {need} (one "
+            "batch, and 2 for a standard deviation); use more data or a smaller batch"
         )
     return train, val
 
@@ -154,9 +156,14 @@ def read_images(
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
     images = []
     for file in files:
-        with Image.open(file) as image:
-            image = image.convert("RGB").resize((image_size, image_size))
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        try:
+            with Image.open(file) as image:
+                image = image.convert("RGB").resize((image_size, image_size))
+                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        # PIL raises OSError, SyntaxError or ValueError for a truncated or mislabelled
+        # file.
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{file} is not a readable image ({e})") from None
         images.append(
             pixels.view(image_size, image_size, 3).permute(2, 0, 1).float() / 255
         )
@@ -170,15 +177,32 @@ def read_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         import numpy as np
     except ImportError:
         raise DataError("reading a .npz file needs NumPy: pip install numpy") from None
-    with np.load(path) as arrays:
-        if "x" not in arrays:
-            raise DataError(
-                f"{path} has no array named x (found: {', '.join(arrays.files)})"
-            )
+    # A .npy, a CSV, a damaged zip or an object array (a pickle, refused): one line
+    # naming the file.
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("it is not a zip of arrays; save x and y with np.savez")
+        with np.load(path) as arrays:
+            arrays = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a .npz file of arrays x and y: {e}") from None
+    if "x" not in arrays:
+        raise DataError(f"{path} has no array named x (found: {', '.join(arrays)})")
+    try:
         x = torch.from_numpy(arrays["x"]).float()
         y = torch.from_numpy(arrays["y"]) if "y" in arrays else None
+    except TypeError as e:
+        raise DataError(f"{path}: {e}") from None
     if x.dim() != 4:
         raise DataError(f"{path}: x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if y is not None and y.shape != (len(x),):
+        raise DataError(
+            f"{path}: y must have shape ({len(x)},) like x, got {tuple(y.shape)}"
+        )
+    for name, t in (("x", x), ("y", y)):
+        if t is not None and t.is_floating_point() and not t.isfinite().all():
+            i = int((~t.isfinite()).reshape(len(t), -1).any(1).nonzero()[0])
+            raise DataError(f"{path}: {name}[{i}] holds nan or inf")
     return x, y
 
 
@@ -208,6 +232,8 @@ def build_datasets(cfg: Config) -> Data:
             str(v) for v in (labels.tolist() if torch.is_tensor(labels) else labels)
         ]
         classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"{cfg.data_path}: every image is of class {labels[0]!r}")
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     else:
@@ -229,5 +255,10 @@ def build_datasets(cfg: Config) -> Data:
 
 def encode(meta: dict, x: torch.Tensor) -> torch.Tensor:
     """Scale raw images as in training, with the statistics from the checkpoint."""
+    if x.shape[1] != len(meta["mean"]):
+        raise DataError(
+            f"the images have {x.shape[1]} channels; the model was trained on "
+            f"{len(meta['mean'])}"
+        )
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -8,10 +8,10 @@ import torch
 
 from image_classifier.checkpoint import (
     CheckpointError,
+    checkpoint_config,
     load_checkpoint,
     load_model_state,
 )
-from image_classifier.config import Config
 from image_classifier.data import (
     DataError,
     build_datasets,
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = Config(**ckpt["config"]), ckpt["data"]
+        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
         model = build_model(cfg)
         load_model_state(model, ckpt["model"])
         names = None
@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         output = model(x)
     predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
+    # A TSV with a header: each prediction next to the row (or file) it is for.
+    print(("file" if names else "row") + "\tprediction")
     for i, p in enumerate(predictions):
-        print(f"{names[i]}\t{p}" if names else p)
+        print(f"{names[i] if names else i + 1}\t{p}")
 
 
 if __name__ == "__main__":

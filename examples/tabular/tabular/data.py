@@ -1,6 +1,7 @@
 """Data: a learnable synthetic table by default, or your CSV file (--data-path)."""
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, round(n * cfg.val_fraction))
     train, val = perm[n_val:], perm[:n_val]
-    if len(train) < cfg.batch_size:
+    need = max(cfg.batch_size, 2)  # the std of one example is nan
+    if len(train) < need:
         raise DataError(
-            f"the training split has {len(train)} examples, fewer than one batch "
-            f"({cfg.batch_size}); lower --batch-size or use more data"
+            f"the training split has {len(train)} examples, fewer than {need} (one "
+            "batch, and 2 for a standard deviation); use more data or a smaller batch"
         )
     return train, val
 
@@ -120,11 +122,16 @@ def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _number(path: str, line: int, column: str, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
+        value = math.nan
+    # float() accepts "nan" and "inf"; one of them would make the loss nan at the first
+    # step.
+    if not math.isfinite(value):
         raise DataError(
-            f"{path}:{line}: column {column!r} is not a number: {text!r}"
-        ) from None
+            f"{path}:{line}: column {column!r} is not a finite number: {text!r}"
+        )
+    return value
 
 
 def read_csv(
@@ -133,12 +140,25 @@ def read_csv(
     """Feature names, features (N, D), and the target column as text, or None."""
     if not Path(path).is_file():
         raise DataError(f"no data file at {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = list(reader.fieldnames or [])
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        # Latin-1, binary or NUL bytes: one line naming the file, not a
+        # UnicodeDecodeError.
+        raise DataError(f"{path} is not a UTF-8 CSV file ({e})") from None
     if not rows:
         raise DataError(f"{path} has no data rows")
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            # csv.DictReader files extra fields under None and fills missing ones with
+            # None.
+            raise DataError(
+                f"{path}:{line}: the row's fields do not match the header's "
+                f"{len(columns)} columns"
+            )
     features = [c for c in columns if c != target]
     x = [
         [_number(path, line, c, row[c]) for c in features]
@@ -160,6 +180,8 @@ def build_datasets(cfg: Config) -> Data:
                 f"(columns: {', '.join(features)}); name it with --target"
             )
         classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"{cfg.data_path}: every row is of class {labels[0]!r}")
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     else:

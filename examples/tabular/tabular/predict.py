@@ -5,8 +5,12 @@ import sys
 
 import torch
 
-from tabular.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from tabular.config import Config
+from tabular.checkpoint import (
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    load_model_state,
+)
 from tabular.data import DataError, build_datasets, encode, read_csv
 from tabular.model import build_model
 
@@ -23,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = Config(**ckpt["config"]), ckpt["data"]
+        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
         model = build_model(cfg)
         load_model_state(model, ckpt["model"])
         if args.data_path:
@@ -43,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         output = model(x)
     predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
-    for p in predictions:
-        print(p)
+    # A TSV with a header: each prediction next to the row (or file) it is for.
+    print("row\tprediction")
+    for row, p in enumerate(predictions, start=1):
+        print(f"{row}\t{p}")
     if labels is not None:
         accuracy = sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(
             labels

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -14,6 +15,42 @@ class ConfigError(ValueError):
     """A bad config value or name; the CLI prints it as one line and exits with code
     2.
     """
+
+
+# The allowed range of each field, checked when a Config is made: (what the message
+# says, the test). A probability outside [0, 1] or a size of 0 would fail later, deep
+# inside PyTorch, with a traceback.
+RANGES = {
+    "batch_size": (">= 1", lambda v: v >= 1),
+    "grad_accum_steps": (">= 1", lambda v: v >= 1),
+    "log_every": (">= 1", lambda v: v >= 1),
+    "eval_every": (">= 1", lambda v: v >= 1),
+    "save_every": (">= 1", lambda v: v >= 1),
+    "num_samples": (">= 1", lambda v: v >= 1),
+    "seq_len": (">= 1", lambda v: v >= 1),
+    "d_model": (">= 1", lambda v: v >= 1),
+    "n_heads": (">= 1", lambda v: v >= 1),
+    "n_layers": (">= 1", lambda v: v >= 1),
+    "d_ff": (">= 1", lambda v: v >= 1),
+    "dist_timeout": (">= 1", lambda v: v >= 1),
+    "max_steps": (">= 0", lambda v: v >= 0),
+    "num_workers": (">= 0", lambda v: v >= 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "grad_clip": (">= 0", lambda v: v >= 0),
+    "min_lr": (">= 0", lambda v: v >= 0),
+    "lr": ("> 0", lambda v: v > 0),
+    "num_classes": (">= 2", lambda v: v >= 2),
+    "vocab_size": (">= 3", lambda v: v >= 3),
+    "warmup_steps": (">= -1", lambda v: v >= -1),
+    "dropout": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "attn_dropout": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "label_smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "betas": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "val_fraction": ("in (0, 1)", lambda v: 0 < v < 1),
+    "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),
+}
+# 4 billion numbers: 16 GB in fp32, before gradients and optimizer state.
+MAX_NUMBERS = 2**32
 
 
 @dataclass
@@ -59,48 +96,54 @@ class Config:
 
     def __post_init__(self):
         problems = []
-        if not 0 < self.lr < math.inf:
-            problems.append(f"lr must be a finite number > 0, got {self.lr}")
-        if self.num_workers < 0:
-            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.grad_accum_steps < 1:
-            problems.append(
-                f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}"
-            )
-        if self.max_steps < 0:
-            problems.append(f"max_steps must be >= 0, got {self.max_steps}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, list) else [value]
+            if f.name in RANGES and not all(RANGES[f.name][1](v) for v in values):
+                problems.append(f"{f.name} must be {RANGES[f.name][0]}, got {value}")
+            elif any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                problems.append(f"{f.name} must be a finite number, got {value}")
         if self.max_steps == 0 and self.epochs < 1:
             problems.append(
                 f"epochs must be >= 1 when max_steps is 0, got {self.epochs}"
             )
-        for name in ("log_every", "eval_every", "save_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.val_fraction < 1:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             problems.append(
-                f"val_fraction must be between 0 and 1, got {self.val_fraction}"
+                f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
             )
-        if self.device not in (
-            "auto",
-            "cpu",
-            "cuda",
-            "mps",
-        ) and not self.device.startswith("cuda:"):
+        if len(self.betas) != 2:
+            problems.append(f"betas must be two numbers, got {self.betas}")
+        if self.d_model % max(self.n_heads, 1):
             problems.append(
-                f"device must be auto, cpu, cuda or mps, got {self.device!r}"
+                f"d_model must be divisible by n_heads, got {self.d_model} and "
+                f"{self.n_heads}"
+            )
+        params, numbers = self.footprint() if not problems else (0, 0)
+        if params > MAX_NUMBERS:
+            problems.append(
+                f"the model would have about {params:.2g} parameters, more than "
+                "memory holds; use smaller sizes"
+            )
+        if numbers > MAX_NUMBERS and not self.data_path:
+            problems.append(
+                f"the synthetic data would hold about {numbers:.2g} numbers, more "
+                "than memory holds; use smaller sizes"
             )
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             problems.append(
                 f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}"
             )
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(
-                f"label_smoothing must be in [0, 1), got {self.label_smoothing}"
-            )
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def footprint(self) -> tuple[int, int]:
+        """Rough counts of the model's parameters and of the numbers in the synthetic
+        data, so that an absurd size is a config error and not an out-of-memory
+        crash minutes later.
+        """
+        block = 4 * self.d_model**2 + 2 * self.d_model * self.d_ff
+        params = (self.vocab_size + self.seq_len) * self.d_model + self.n_layers * block
+        return params, self.num_samples * self.seq_len
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -109,7 +152,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 def _fits(value: object, kind: type) -> bool:
     if isinstance(value, bool):
         return kind is bool
-    return isinstance(value, kind) or (kind is float and isinstance(value, int))
+    if kind is float and isinstance(value, int):
+        return abs(value) < 1e308  # float() of a larger int overflows
+    return isinstance(value, kind)
 
 
 def _coerce(name: str, value: object) -> object:
@@ -155,11 +200,16 @@ def load_config(argv: list[str] | None = None) -> Config:
         values = {}
         path = vars(args).pop("config", None)
         if path is not None:
-            with open(path, "rb") as f:
-                for name, value in tomllib.load(f).items():
-                    if name not in FIELDS:
-                        raise ConfigError(f"{path}: " + _unknown(name))
-                    values[name] = _coerce(name, value)
+            # A missing file, one not in UTF-8 or not TOML: one line that names it.
+            try:
+                with open(path, "rb") as f:
+                    table = tomllib.load(f)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{path}: {e}") from None
+            for name, value in table.items():
+                if name not in FIELDS:
+                    raise ConfigError(f"{path}: " + _unknown(name))
+                values[name] = _coerce(name, value)
         values.update(vars(args))
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:

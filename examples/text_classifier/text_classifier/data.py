@@ -30,10 +30,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, round(n * cfg.val_fraction))
     train, val = perm[n_val:], perm[:n_val]
-    if len(train) < cfg.batch_size:
+    need = max(cfg.batch_size, 2)  # the std of one example is nan
+    if len(train) < need:
         raise DataError(
-            f"the training split has {len(train)} examples, fewer than one batch "
-            f"({cfg.batch_size}); lower --batch-size or use more data"
+            f"the training split has {len(train)} examples, fewer than {need} (one "
+            "batch, and 2 for a standard deviation); use more data or a smaller batch"
         )
     return train, val
 
@@ -150,8 +151,12 @@ def read_tsv(path: str) -> tuple[list[str | None], list[str]]:
     """Labels and texts of label<TAB>text lines (a line without a tab has no label)."""
     if not Path(path).is_file():
         raise DataError(f"no data file at {path}")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e})") from None
     labels, texts = [], []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in lines:
         if line.strip():
             label, tab, text = line.partition("\t")
             labels.append(label if tab else None)
@@ -184,6 +189,8 @@ def build_datasets(cfg: Config) -> Data:
         vocab = ["<pad>", "<unk>"] + sorted(seen)
         tokens = encode(texts, vocab, cfg)
         classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"{cfg.data_path}: every line is of class {labels[0]!r}")
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     meta = {"vocab": vocab}

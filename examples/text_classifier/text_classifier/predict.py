@@ -7,10 +7,10 @@ import torch
 
 from text_classifier.checkpoint import (
     CheckpointError,
+    checkpoint_config,
     load_checkpoint,
     load_model_state,
 )
-from text_classifier.config import Config
 from text_classifier.data import DataError, build_datasets, encode, read_tsv
 from text_classifier.model import build_model
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = Config(**ckpt["config"]), ckpt["data"]
+        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
         model = build_model(cfg)
         load_model_state(model, ckpt["model"])
         if args.data_path:
@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     with torch.no_grad():
         output = model(tokens)
-    for i in output.argmax(dim=-1).tolist():
-        print(meta["classes"][i])
+    predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
+    # A TSV with a header: each prediction next to the row (or file) it is for.
+    print("row\tprediction")
+    for row, p in enumerate(predictions, start=1):
+        print(f"{row}\t{p}")
 
 
 if __name__ == "__main__":
