@@ -1,6 +1,7 @@
 """检查点：原子写入、安全加载，以及精确恢复训练所需的随机数状态。"""
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -13,6 +14,7 @@ from torch import nn
 
 from char_gpt_zh.config import Config, ConfigError
 from char_gpt_zh.data import Data
+from char_gpt_zh.model import build_model
 
 
 class CheckpointError(RuntimeError):
@@ -150,6 +152,44 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
         return Config(**ckpt["config"]), ckpt["data"]
     except (TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} is of another model: {e}") from None
+
+
+def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]:
+    """从检查点或导出文件夹中取得训练好的模型、它的配置和数据信息：predict、sample 和
+    export 都这样加载。
+    """
+    if Path(path).is_dir():
+        return load_export(Path(path))
+    ckpt = load_checkpoint(path)
+    cfg, meta = checkpoint_config(ckpt, path)
+    model = build_model(cfg)
+    load_model_state(model, model_weights(ckpt, raw))
+    return model, cfg, meta
+
+
+def safetensors_torch():
+    """safetensors 是可选依赖：用到时才导入，缺少时只报一行。"""
+    try:
+        import safetensors.torch
+    except ImportError:
+        needed = "safetensors is needed: pip install safetensors"
+        raise CheckpointError(needed) from None
+    return safetensors.torch
+
+
+def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
+    """导出的模型、它的配置和数据信息：build_model 加上 safetensors 文件，
+    输出与检查点完全相同。
+    """
+    load_model = safetensors_torch().load_model
+    try:
+        cfg = Config(**json.loads((folder / "config.json").read_text()))
+        model = build_model(cfg)
+        load_model(model, str(folder / "model.safetensors"))
+        return model, cfg, json.loads((folder / "data.json").read_text())
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{folder} is not an export folder ({reason})") from None
 
 
 def model_weights(ckpt: dict, raw: bool = False) -> dict:

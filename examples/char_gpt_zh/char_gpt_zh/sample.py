@@ -8,14 +8,7 @@ import sys
 
 import torch
 
-from char_gpt_zh.checkpoint import (
-    CheckpointError,
-    checkpoint_config,
-    load_checkpoint,
-    load_model_state,
-    model_weights,
-)
-from char_gpt_zh.model import build_model
+from char_gpt_zh.checkpoint import CheckpointError, load_trained
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,10 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_new_tokens < 0:
         parser.error("--max-new-tokens must be >= 0")
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
-        model = build_model(cfg)
-        load_model_state(model, model_weights(ckpt, args.raw_weights))
+        model, cfg, meta = load_trained(args.checkpoint, args.raw_weights)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

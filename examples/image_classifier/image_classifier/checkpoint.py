@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, safe loads, and the RNG state that exact resume needs."""
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -14,6 +15,7 @@ from torch import nn
 
 from image_classifier.config import Config, ConfigError
 from image_classifier.data import Data
+from image_classifier.model import build_model
 
 
 class CheckpointError(RuntimeError):
@@ -143,6 +145,46 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
         return Config(**ckpt["config"]), ckpt["data"]
     except (TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} is of another model: {e}") from None
+
+
+def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]:
+    """The trained model, its config and its data facts, from a checkpoint or from an
+    export folder: what predict, sample and export load.
+    """
+    if Path(path).is_dir():
+        return load_export(Path(path))
+    ckpt = load_checkpoint(path)
+    cfg, meta = checkpoint_config(ckpt, path)
+    model = build_model(cfg)
+    load_model_state(model, ckpt["model"])
+    return model, cfg, meta
+
+
+def safetensors_torch():
+    """safetensors is an optional extra: imported where it is used, and one line when
+    it is missing.
+    """
+    try:
+        import safetensors.torch
+    except ImportError:
+        needed = "safetensors is needed: pip install safetensors"
+        raise CheckpointError(needed) from None
+    return safetensors.torch
+
+
+def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
+    """The exported model, its config and its data facts: build_model plus the
+    safetensors file reproduce the checkpoint's outputs exactly.
+    """
+    load_model = safetensors_torch().load_model
+    try:
+        cfg = Config(**json.loads((folder / "config.json").read_text()))
+        model = build_model(cfg)
+        load_model(model, str(folder / "model.safetensors"))
+        return model, cfg, json.loads((folder / "data.json").read_text())
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{folder} is not an export folder ({reason})") from None
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:

@@ -3,49 +3,27 @@ predict or sample need.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from torch import nn
-
-from image_classifier.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-)
-from image_classifier.config import Config
-from image_classifier.model import build_model
-
-INSTALL = "safetensors is needed: pip install safetensors"
+from image_classifier.checkpoint import CheckpointError, load_trained, safetensors_torch
 
 
-def export(ckpt: dict, out: Path, raw: bool = False) -> None:
+def export(checkpoint: str, out: Path, raw: bool = False) -> None:
     """Write model.safetensors (the EMA weights when the checkpoint has them, unless
     raw), config.json and data.json.
     """
-    from safetensors.torch import save_model
-
-    model = build_model(Config(**ckpt["config"]))
-    load_model_state(model, ckpt["model"])
+    save_model = safetensors_torch().save_model
+    model, cfg, meta = load_trained(checkpoint, raw)
     out.mkdir(parents=True, exist_ok=True)
     # save_model, not save_file: it stores tied weights (the embedding shared with the
     # output layer) once.
     save_model(model, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(ckpt["config"], indent=2) + "\n")
-    (out / "data.json").write_text(json.dumps(ckpt["data"], indent=2) + "\n")
-
-
-def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
-    """The exported model, its config and its data facts: build_model plus the
-    safetensors file reproduce the checkpoint's outputs exactly.
-    """
-    from safetensors.torch import load_model
-
-    cfg = Config(**json.loads((folder / "config.json").read_text()))
-    model = build_model(cfg)
-    load_model(model, str(folder / "model.safetensors"))
-    return model, cfg, json.loads((folder / "data.json").read_text())
+    config = json.dumps(dataclasses.asdict(cfg), indent=2)
+    (out / "config.json").write_text(config + "\n")
+    (out / "data.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,13 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--out", required=True, help="the folder to write")
     args = parser.parse_args(argv)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-        export(ckpt, Path(args.out))
+        export(args.checkpoint, Path(args.out))
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except ImportError:
-        print(f"error: {INSTALL}", file=sys.stderr)
         sys.exit(1)
     print(f"wrote {args.out}/model.safetensors, config.json and data.json")
 

@@ -6,12 +6,7 @@ from pathlib import Path
 
 import torch
 
-from image_classifier.checkpoint import (
-    CheckpointError,
-    checkpoint_config,
-    load_checkpoint,
-    load_model_state,
-)
+from image_classifier.checkpoint import CheckpointError, load_trained
 from image_classifier.data import (
     DataError,
     build_datasets,
@@ -19,7 +14,6 @@ from image_classifier.data import (
     read_images,
     read_npz,
 )
-from image_classifier.model import build_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,10 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
-        model = build_model(cfg)
-        load_model_state(model, ckpt["model"])
+        model, cfg, meta = load_trained(args.checkpoint)
         names = None
         if not args.data_path:
             x, _ = build_datasets(cfg).val.tensors

@@ -5,14 +5,8 @@ import sys
 
 import torch
 
-from tabular.checkpoint import (
-    CheckpointError,
-    checkpoint_config,
-    load_checkpoint,
-    load_model_state,
-)
+from tabular.checkpoint import CheckpointError, load_trained
 from tabular.data import DataError, build_datasets, encode, read_csv
-from tabular.model import build_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,10 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
-        model = build_model(cfg)
-        load_model_state(model, ckpt["model"])
+        model, cfg, meta = load_trained(args.checkpoint)
         if args.data_path:
             features, x, labels = read_csv(args.data_path, cfg.target)
             if features != meta["features"]:

@@ -5,14 +5,8 @@ import sys
 
 import torch
 
-from text_classifier.checkpoint import (
-    CheckpointError,
-    checkpoint_config,
-    load_checkpoint,
-    load_model_state,
-)
+from text_classifier.checkpoint import CheckpointError, load_trained
 from text_classifier.data import DataError, build_datasets, encode, read_tsv
-from text_classifier.model import build_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,10 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-        cfg, meta = checkpoint_config(ckpt, args.checkpoint)
-        model = build_model(cfg)
-        load_model_state(model, ckpt["model"])
+        model, cfg, meta = load_trained(args.checkpoint)
         if args.data_path:
             tokens = encode(read_tsv(args.data_path)[1], meta["vocab"], cfg)
         else:
