@@ -188,6 +188,8 @@ def project_templates(spec: ProjectSpec) -> list[tuple[str, str]]:
     for path in sorted(root.rglob("*.j2")):
         rel = path.relative_to(root).as_posix()
         out = rel.removesuffix(".j2").replace("__pkg__", "{pkg}")
+        if out.startswith("notebooks/"):  # a script template, rendered as a notebook
+            out = out.removesuffix(".py") + ".ipynb"
         if out in claimed and not any(getattr(spec, o) == v for o, v in claimed[out]):
             continue
         pairs.append((f"project/{rel}", out.format(pkg=spec.package)))
@@ -234,6 +236,11 @@ def render_project(spec: ProjectSpec, context: dict) -> dict[str, str]:
     """Render the whole project into {relative path: text}; nothing touches the disk."""
     files = {}
     for name, out in project_templates(spec):
+        if out.endswith(".ipynb"):
+            from scaffold.notebook import from_script  # lazy: imports nbformat and black
+
+            files[out] = from_script(render_template(name, context, notebook=True), spec.lang)
+            continue
         text = render_template(name, context)
         if text.strip():
             files[out] = text

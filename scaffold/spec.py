@@ -159,7 +159,13 @@ OPTIONS: tuple[Option, ...] = (
             True: (".pre-commit-config.yaml", ".github/workflows/tests.yml", "tests/test_gpu.py")
         },
     ),
-    Option("teach", "Add explanatory comments that say why, with links.", False),
+    Option(
+        "teach",
+        "Add explanatory comments that say why, with links, and notebooks/walkthrough.ipynb: "
+        "one training step of the project, line by line.",
+        False,
+        files={True: ("notebooks/walkthrough.ipynb",)},
+    ),
     Option(
         "lang",
         "Language of comments and docstrings.",
