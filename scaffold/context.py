@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scaffold import __version__
-from scaffold.spec import OPTIONS, ProjectSpec, config_fields
+from scaffold.spec import OPTIONS, ProjectSpec, config_fields, config_help
 
 # How each model's generated tests keep to a few seconds on a CPU: Config overrides, the
 # steps in which the validation loss must fall below loss_ratio of its start, and the
@@ -78,6 +78,8 @@ def build_context(spec: ProjectSpec) -> dict:
         pkg=spec.package,
         dlgen_version=__version__,
         config_fields=fields,
+        # Each field's help in the project's language: its --help and configs/default.toml.
+        config_help={f.name: config_help(f, spec.lang) for f in fields},
         has_list_fields=any(f.type.startswith("list") for f in fields),
         command=command_line(spec),
         is_lm=spec.model == "gpt",
