@@ -238,7 +238,8 @@ def english_prose(text: str) -> list[str]:
 def test_a_zh_project_reads_chinese(model, project, capsys):
     """README.md, configs/default.toml and the train CLI's --help of a --lang zh project
     (every option of that model on) hold no English prose: identifiers, flags, code and
-    URLs only. The same check finds English prose in the English project."""
+    URLs only; its config errors are Chinese too. The same check finds English prose in
+    the English project."""
     options = dict(model=model, teach=True, amp=True, ema=True, tensorboard=True, ddp=True)
     options.update(tooling=True, grad_checkpointing=True, compile=True, scheduler="onecycle")
     for lang in ("zh", "en"):
@@ -248,6 +249,10 @@ def test_a_zh_project_reads_chinese(model, project, capsys):
             with pytest.raises(SystemExit):
                 p.module("config").load_config(["--help"])
             help_text = capsys.readouterr().out
+            with pytest.raises(SystemExit):
+                p.module("config").load_config(["--lrr", "0.1"])
+            error = capsys.readouterr().err
+        assert "'lrr'" in error and "'lr'" in error and has_cjk(error) == (lang == "zh")
         for name, text in [("README.md", readme), ("default.toml", toml), ("--help", help_text)]:
             found = english_prose(text)
             assert bool(found) == (lang == "en"), (name, found)

@@ -140,13 +140,16 @@ def _coerce(name: str, value: object) -> object:
             return [item(v) for v in value]
     elif _fits(value, kind):
         return kind(value)
-    raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+    message = "{name} must be {kind}, got {value!r}"
+    raise ConfigError(message.format(name=name, kind=kind.__name__, value=value))
 
 
 def _unknown(name: str) -> str:
     close = difflib.get_close_matches(name, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown field {name!r}{hint}; valid fields: {', '.join(FIELDS)}"
+    maybe = "(did you mean {!r}?)"
+    hint = " " + maybe.format(close[0]) if close else ""
+    message = "unknown field {name!r}{hint}; valid fields: {fields}"
+    return message.format(name=name, hint=hint, fields=", ".join(FIELDS))
 
 
 def load_config(argv: list[str] | None = None) -> Config:
@@ -175,7 +178,8 @@ def load_config(argv: list[str] | None = None) -> Config:
     try:
         for arg in unknown:
             if not arg.startswith("--"):
-                raise ConfigError(f"unexpected argument {arg!r}")
+                message = "unexpected argument {!r}"
+                raise ConfigError(message.format(arg))
             raise ConfigError(_unknown(arg[2:].split("=")[0].replace("-", "_")))
         values = {}
         path = vars(args).pop("config", None)
@@ -188,4 +192,5 @@ def load_config(argv: list[str] | None = None) -> Config:
         values.update(vars(args))
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
-        parser.exit(2, f"error: {e}\n")
+        message = "error: {}"
+        parser.exit(2, message.format(e) + "\n")
