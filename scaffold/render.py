@@ -215,6 +215,36 @@ def strip_course_markers(source: str) -> str:
     return "\n".join(out)
 
 
+CJK_PUNCTUATION = set("，。；：、！？（）“”「」")
+
+
+def unwrap_chinese(markdown: str) -> str:
+    """Markdown with each Chinese paragraph (or list item) on one line: a renderer turns a
+    line break into a space, which Chinese text does not have between its characters."""
+    out: list[str] = []
+    fenced = False
+    for line in markdown.split("\n"):
+        text = line.strip()
+        prev = out[-1].strip() if out else ""
+        if text.startswith("```"):
+            fenced = not fenced
+        elif (
+            not fenced
+            and text
+            and prev
+            and not text.startswith(("- ", "#", "|", "```"))
+            and not prev.startswith(("#", "|", "```"))
+            and _width(prev) != len(prev)  # a Chinese line
+        ):
+            cjk = _width(prev[-1]) == 2 and _width(text[0]) == 2
+            punctuation = prev[-1] in CJK_PUNCTUATION or text[0] in CJK_PUNCTUATION
+            glue = "" if cjk or punctuation else " "
+            out[-1] = out[-1].rstrip() + glue + text
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
 def render_template(name: str, context: dict, notebook: bool = False) -> str:
     """The rendered file; for a notebook, with course markers and paragraph breaks kept."""
     text = environment().get_template(name).render(context)
@@ -224,6 +254,8 @@ def render_template(name: str, context: dict, notebook: bool = False) -> str:
         )
         if not notebook:
             text = strip_course_markers(text)
+    elif name.endswith(".md.j2") and context["lang"] == "zh":
+        text = unwrap_chinese(text)
     return tidy(text)
 
 

@@ -2,6 +2,7 @@
 templates as the projects, in English or Chinese."""
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
@@ -226,8 +227,6 @@ def test_snippets_speak_of_the_code_in_front_of_the_reader():
 def english_prose(text: str) -> list[str]:
     """Lines with English prose (three lower-case words in a row) once code blocks, inline
     code, URLs, flags, paths and identifiers are taken out."""
-    import re
-
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     text = re.sub(r"`[^`]*`|https?://\S+|--?[\w-]+|\S*[/_.<>=]\S*", "", text)
     prose = re.compile(r"\b[a-z]{3,} [a-z]{2,} [a-z]{2,}\b", re.I)
@@ -253,6 +252,8 @@ def test_a_zh_project_reads_chinese(model, project, capsys):
                 p.module("config").load_config(["--lrr", "0.1"])
             error = capsys.readouterr().err
         assert "'lrr'" in error and "'lr'" in error and has_cjk(error) == (lang == "zh")
+        # a Chinese paragraph is one line: a Markdown line break would show as a space
+        assert not re.search(r"[\u4e00-\u9fff，。；：]\n[\u4e00-\u9fff]", readme)
         for name, text in [("README.md", readme), ("default.toml", toml), ("--help", help_text)]:
             found = english_prose(text)
             assert bool(found) == (lang == "en"), (name, found)
