@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scaffold import __version__
-from scaffold.spec import OPTIONS, ProjectSpec, config_fields
+from scaffold.spec import OPTIONS, ProjectSpec, config_fields, config_help
 
 # How each model's generated tests keep to a few seconds on a CPU: Config overrides, the
 # steps in which the validation loss must fall below loss_ratio of its start, and the
@@ -78,6 +78,8 @@ def build_context(spec: ProjectSpec) -> dict:
         pkg=spec.package,
         dlgen_version=__version__,
         config_fields=fields,
+        # Each field's help in the project's language: its --help and configs/default.toml.
+        config_help={f.name: config_help(f, spec.lang) for f in fields},
         has_list_fields=any(f.type.startswith("list") for f in fields),
         command=command_line(spec),
         is_lm=spec.model == "gpt",
@@ -89,12 +91,21 @@ def build_context(spec: ProjectSpec) -> dict:
         classification=spec.model != "gpt" and spec.task == "classification",
         regression=spec.model != "gpt" and spec.task == "regression",
         # The data file format each model reads, named once for the README, the CLI help and data.py.
-        data_format={
-            "mlp": "a CSV file with a header row, numeric feature columns and a target column",
-            "cnn": "a folder with one sub-folder of images per class, or a .npz with x (N, C, H, W) and y (N)",
-            "transformer": "a TSV file of label<TAB>text lines",
-            "gpt": "a plain UTF-8 text file",
-        }[spec.model],
+        data_format=(
+            {
+                "mlp": "a CSV file with a header row, numeric feature columns and a target column",
+                "cnn": "a folder with one sub-folder of images per class, or a .npz with x (N, C, H, W) and y (N)",
+                "transformer": "a TSV file of label<TAB>text lines",
+                "gpt": "a plain UTF-8 text file",
+            }[spec.model]
+            if spec.lang == "en"
+            else {
+                "mlp": "带表头的 CSV 文件：若干数值特征列和一个目标列",
+                "cnn": "每个类别一个子目录的图像目录，或含 x (N, C, H, W) 和 y (N) 的 .npz 文件",
+                "transformer": "每行为 label<TAB>text 的 TSV 文件",
+                "gpt": "纯文本文件（UTF-8 编码）",
+            }[spec.model]
+        ),
     )
     profile = dict(TEST_PROFILES[spec.model])
     # Small transformers learn in a few seconds only at a higher rate, and SGD needs one

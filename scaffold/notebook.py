@@ -109,7 +109,8 @@ def _cjk(ch: str) -> bool:
 
 def prose(lines: list[str]) -> str:
     """Comment lines (or docstring lines) as markdown: wrapped lines are joined again, with
-    no space between two Chinese characters; an empty line separates paragraphs."""
+    no space between two Chinese characters or after an opening Chinese bracket; an empty
+    line separates paragraphs."""
     paragraphs: list[str] = []
     current = ""
     for line in lines:
@@ -120,7 +121,7 @@ def prose(lines: list[str]) -> str:
             if current:
                 paragraphs.append(current)
             current = ""
-        elif current and _cjk(current[-1]) and _cjk(text[0]):
+        elif current and (_cjk(current[-1]) and _cjk(text[0]) or current[-1] in "（「『“"):
             current += text
         else:
             current = f"{current} {text}".strip()

@@ -188,6 +188,8 @@ def project_templates(spec: ProjectSpec) -> list[tuple[str, str]]:
     for path in sorted(root.rglob("*.j2")):
         rel = path.relative_to(root).as_posix()
         out = rel.removesuffix(".j2").replace("__pkg__", "{pkg}")
+        if out.startswith("notebooks/"):  # a script template, rendered as a notebook
+            out = out.removesuffix(".py") + ".ipynb"
         if out in claimed and not any(getattr(spec, o) == v for o, v in claimed[out]):
             continue
         pairs.append((f"project/{rel}", out.format(pkg=spec.package)))
@@ -213,6 +215,36 @@ def strip_course_markers(source: str) -> str:
     return "\n".join(out)
 
 
+CJK_PUNCTUATION = set("，。；：、！？（）“”「」")
+
+
+def unwrap_chinese(markdown: str) -> str:
+    """Markdown with each Chinese paragraph (or list item) on one line: a renderer turns a
+    line break into a space, which Chinese text does not have between its characters."""
+    out: list[str] = []
+    fenced = False
+    for line in markdown.split("\n"):
+        text = line.strip()
+        prev = out[-1].strip() if out else ""
+        if text.startswith("```"):
+            fenced = not fenced
+        elif (
+            not fenced
+            and text
+            and prev
+            and not text.startswith(("- ", "#", "|", "```"))
+            and not prev.startswith(("#", "|", "```"))
+            and _width(prev) != len(prev)  # a Chinese line
+        ):
+            cjk = _width(prev[-1]) == 2 and _width(text[0]) == 2
+            punctuation = prev[-1] in CJK_PUNCTUATION or text[0] in CJK_PUNCTUATION
+            glue = "" if cjk or punctuation else " "
+            out[-1] = out[-1].rstrip() + glue + text
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
 def render_template(name: str, context: dict, notebook: bool = False) -> str:
     """The rendered file; for a notebook, with course markers and paragraph breaks kept."""
     text = environment().get_template(name).render(context)
@@ -222,6 +254,8 @@ def render_template(name: str, context: dict, notebook: bool = False) -> str:
         )
         if not notebook:
             text = strip_course_markers(text)
+    elif name.endswith(".md.j2") and context["lang"] == "zh":
+        text = unwrap_chinese(text)
     return tidy(text)
 
 
@@ -234,6 +268,11 @@ def render_project(spec: ProjectSpec, context: dict) -> dict[str, str]:
     """Render the whole project into {relative path: text}; nothing touches the disk."""
     files = {}
     for name, out in project_templates(spec):
+        if out.endswith(".ipynb"):
+            from scaffold.notebook import from_script  # lazy: imports nbformat and black
+
+            files[out] = from_script(render_template(name, context, notebook=True), spec.lang)
+            continue
         text = render_template(name, context)
         if text.strip():
             files[out] = text

@@ -159,7 +159,13 @@ OPTIONS: tuple[Option, ...] = (
             True: (".pre-commit-config.yaml", ".github/workflows/tests.yml", "tests/test_gpu.py")
         },
     ),
-    Option("teach", "Add explanatory comments that say why, with links.", False),
+    Option(
+        "teach",
+        "Add explanatory comments that say why, with links, and notebooks/walkthrough.ipynb: "
+        "one training step of the project, line by line.",
+        False,
+        files={True: ("notebooks/walkthrough.ipynb",)},
+    ),
     Option(
         "lang",
         "Language of comments and docstrings.",
@@ -374,7 +380,7 @@ _DISTRIBUTED_FIELDS = (
         "new_global_batch",
         "bool",
         False,
-        "resuming on another number of ranks: accept a different global batch",
+        "resume on another number of ranks with a new global batch",
     ),
 )
 
@@ -493,6 +499,84 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("pct_start", "float", 0.3, "share of the run spent raising the rate to the peak"),
     ),
 }
+
+
+# The Chinese help of each Config field, keyed by its English help (a test checks that
+# every help in CONFIG_FIELDS has one): the --help of a --lang zh project's train CLI and
+# the comments of its configs/default.toml.
+CONFIG_HELP_ZH: dict[str, str] = {
+    "resume on another number of ranks with a new global batch": (
+        "在不同的进程数上续训时，接受一个不同的全局批次大小"
+    ),
+    "passes over the training set (max_steps wins when > 0)": "遍历训练集的轮（epoch）数（max_steps > 0 时以它为准）",
+    "optimizer steps to take; 0 = use epochs": "优化器更新的步数；0 表示按 epochs 计算",
+    "examples per micro-batch": "每个微批次的样本数",
+    "micro-batches per optimizer step": "每次优化器更新累积的微批次数（梯度累积）",
+    "peak learning rate": "峰值学习率",
+    "decoupled weight decay (not on biases or norms)": "解耦的权重衰减（不作用于偏置和归一化层）",
+    "clip the global gradient norm to this; 0 = off": "把全局梯度范数裁剪到这个值；0 表示不裁剪",
+    "seeds the data split, the shuffle and the initial weights": "随机种子：决定数据划分、打乱顺序和初始权重",
+    "auto (cuda, then mps, then cpu), cpu, cuda or mps": "auto（依次尝试 cuda、mps、cpu）、cpu、cuda 或 mps",
+    "metrics.jsonl and checkpoints/ go here": "metrics.jsonl 和 checkpoints/ 写在这个目录",
+    "log the training loss every this many steps": "每隔这么多步记录一次训练损失",
+    "evaluate on the validation split every this many steps": "每隔这么多步在验证集上评估一次",
+    "write checkpoints/last.pt every this many steps": "每隔这么多步写一次 checkpoints/last.pt",
+    "none, auto (out_dir/checkpoints/last.pt) or a path": "none、auto（即 out_dir/checkpoints/last.pt）或一个检查点路径",
+    "load model weights only from this checkpoint (fine-tune)": "只从这个检查点加载模型权重（用于微调）",
+    "your data file or folder; empty = synthetic data": "你的数据文件或目录；留空则使用合成数据",
+    "share of the data held out for validation": "留作验证集的数据比例",
+    "DataLoader worker processes; 0 = load in the main one": "DataLoader 的工作进程数；0 表示在主进程中加载",
+    "start over in an out_dir that already holds a run": "在已有运行记录的 out_dir 中从头开始",
+    "name of the target column in your CSV": "CSV 中目标列的列名",
+    "features per example (inferred from your CSV)": "每个样本的特征数（从你的 CSV 推断）",
+    "width of each hidden layer": "每个隐藏层的宽度",
+    "dropout after each hidden layer": "每个隐藏层之后的 dropout 比例",
+    "size of the synthetic data set": "合成数据集的样本数",
+    "image channels (inferred from your data)": "图像通道数（从你的数据推断）",
+    "images are square, this many pixels a side": "图像为正方形，边长为这么多像素",
+    "width of each conv stage; each halves the size": "每个卷积阶段的通道数；每个阶段把尺寸减半",
+    "batch normalization after each convolution": "每个卷积之后做批归一化",
+    "dropout before the linear head": "线性输出层之前的 dropout 比例",
+    "tokens in the vocabulary (inferred from your data)": "词表中的词元数（从你的数据推断）",
+    "tokens per example; longer ones are cut": "每个样本的词元数；更长的会被截断",
+    "width of the residual stream": "残差流的宽度",
+    "attention heads": "注意力头数",
+    "encoder layers": "编码器层数",
+    "width of the feed-forward layer": "前馈层的宽度",
+    "dropout on embeddings and residual branches": "嵌入和残差分支上的 dropout 比例",
+    "dropout on attention weights (0 keeps SDPA fused)": "注意力权重上的 dropout 比例（为 0 时 SDPA 保持融合算子）",
+    "pre-norm (LayerNorm before each sublayer)": "前置归一化（每个子层之前做 LayerNorm）",
+    "how your TSV text is split: char or word": "TSV 文本的切分方式：char（按字符）或 word（按词）",
+    "sequences per micro-batch": "每个微批次的序列数",
+    "characters in the vocabulary (inferred from the text)": "词表中的字符数（从文本推断）",
+    "context length in characters": "上下文长度（字符数）",
+    "transformer blocks": "Transformer 块的个数",
+    "length of the synthetic text": "合成文本的长度（字符数）",
+    "number of classes (inferred from your data)": "类别数（从你的数据推断）",
+    "cross-entropy label smoothing (Szegedy et al.)": "交叉熵的标签平滑（Szegedy 等人提出）",
+    "auto (bf16 or fp16 on CUDA, fp32 elsewhere), bf16, fp16, fp32": "auto（CUDA 上用 bf16 或 fp16，其他设备用 fp32）、bf16、fp16 或 fp32",
+    "recompute block activations in backward": "在反向传播中重新计算各块的激活值",
+    "torch.compile the model": "用 torch.compile 编译模型",
+    "weight of the old average at each step": "每一步中旧平均值所占的权重",
+    "seconds a collective may wait for a peer before failing": "集合通信等待其他进程的最长秒数，超时即失败",
+    "Adam's beta1, beta2": "Adam 的 beta1 和 beta2",
+    "L2 penalty added to the gradient (not biases, norms)": "加到梯度上的 L2 惩罚（不作用于偏置和归一化层）",
+    "Nesterov momentum": "Nesterov 动量",
+    "learning rate at the end": "结束时的学习率",
+    "decay every this many steps; -1 = a third of the run": "每隔这么多步衰减一次；-1 表示总步数的三分之一",
+    "decay factor": "衰减系数",
+    "linear warm-up steps; -1 = 5% of the run": "线性预热的步数；-1 表示总步数的 5%",
+    "steps in the first cycle; -1 = a quarter of the run": "第一个周期的步数；-1 表示总步数的四分之一",
+    "each cycle is this many times longer than the last": "每个周期是上一个周期的多少倍长",
+    "learning rate at the bottom of each cycle": "每个周期最低点的学习率",
+    "peak learning rate of the cycle; -1 = lr": "这个周期的峰值学习率；-1 表示等于 lr",
+    "share of the run spent raising the rate to the peak": "把学习率升到峰值所用的步数占总步数的比例",
+}
+
+
+def config_help(f: ConfigField, lang: str) -> str:
+    """The help of a Config field in that language."""
+    return CONFIG_HELP_ZH[f.help] if lang == "zh" else f.help
 
 
 def config_fields(spec: ProjectSpec) -> list[ConfigField]:

@@ -193,3 +193,78 @@ def test_course_sections_and_force(tmp_path):
     assert sorted(p.name for p in target.glob("*.ipynb")) == ["01-tensors.ipynb", "08-amp.ipynb"]
     again = CliRunner().invoke(app, ["course", str(target), "--lang", "zh", "--force"])
     assert again.exit_code == 0 and has_cjk((target / "README.md").read_text())
+
+
+WALKTHROUGH = "notebooks/walkthrough.ipynb"
+
+
+@pytest.fixture(scope="module")
+def walkthroughs():
+    """{(model, lang): files} of --teach projects of every model, in both languages."""
+    from scaffold.generate import render
+    from scaffold.spec import OPTION_BY_NAME, build_spec
+
+    return {
+        (model, lang): render(build_spec("walk", model=model, teach=True, lang=lang))
+        for model in OPTION_BY_NAME["model"].values
+        for lang in ("en", "zh")
+    }
+
+
+def test_walkthrough_comes_with_teach_only_and_is_clean(walkthroughs, tmp_path):
+    import black
+
+    from scaffold.generate import render
+    from scaffold.spec import build_spec
+
+    assert WALKTHROUGH not in render(build_spec("walk"))
+    for (model, lang), files in walkthroughs.items():
+        text = files[WALKTHROUGH]
+        for code in code_cells(text):
+            assert black.format_str(code, mode=black.Mode()) == code + "\n", (model, lang)
+        (tmp_path / f"{model}_{lang}.ipynb").write_text(text)
+        en, zh = walkthroughs[model, "en"][WALKTHROUGH], walkthroughs[model, "zh"][WALKTHROUGH]
+        assert [code_shape(c) for c in code_cells(en)] == [code_shape(c) for c in code_cells(zh)]
+        cells = json.loads(text)["cells"]
+        prose = [source(c) for c in cells if c["cell_type"] == "markdown"]
+        assert all(has_cjk(p) for p in prose) == (lang == "zh"), (model, lang)
+        steps = ["build_datasets(", "build_model(", "loss_fn(", ".backward()", ".step()"]
+        steps += ["save_checkpoint(", "load_checkpoint(", "train(run)", "metrics.jsonl"]
+        assert all(any(s in c for c in code_cells(text)) for s in steps), (model, lang)
+    assert_ruff_clean(tmp_path, first_party=("walk",))
+
+
+@pytest.mark.slow
+def test_walkthrough_executes_in_a_jupyter_kernel(tmp_path):
+    """The notebook of a --teach project, run top to bottom from notebooks/ in an ipykernel:
+    one step by hand, a checkpoint round trip, a few training steps and the loss curve."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from scaffold.generate import generate
+    from scaffold.spec import build_spec
+
+    def execute(item):
+        model, lang = item
+        root = tmp_path / f"{model}_{lang}"
+        generate(build_spec(root.name, model=model, teach=True, lang=lang), root)
+        nb = nbformat.read(root / WALKTHROUGH, as_version=4)
+        nbclient.NotebookClient(
+            nb,
+            timeout=180,
+            kernel_name="python3",
+            resources={"metadata": {"path": root / "notebooks"}},
+        ).execute()
+        return root, nb
+
+    items = [("mlp", "en"), ("gpt", "zh"), ("cnn", "zh"), ("transformer", "en")]
+    with ThreadPoolExecutor(2) as pool:
+        for (model, lang), (root, nb) in zip(items, pool.map(execute, items), strict=True):
+            out = "".join(
+                o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            )
+            assert ("True" in out) and (root / "runs/walkthrough/step1.pt").is_file(), out
+            rows = (root / "runs/walkthrough/run/metrics.jsonl").read_text().splitlines()
+            losses = [json.loads(r)["loss"] for r in rows if '"train"' in r]
+            assert losses[-1] < losses[0], (model, lang, losses)
+            assert ("损失" in out) == (lang == "zh"), out

@@ -2,6 +2,7 @@
 templates as the projects, in English or Chinese."""
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
@@ -221,3 +222,49 @@ def test_snippets_speak_of_the_code_in_front_of_the_reader():
             text = snippet(name, teach=True, lang=lang)
             for word in ("cheat sheet", "速查表", "--precision", "CPU tests"):
                 assert word not in text, (name, lang, word)
+
+
+def english_prose(text: str) -> list[str]:
+    """Lines with English prose (three lower-case words in a row) once code blocks, inline
+    code, URLs, flags, paths and identifiers are taken out."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`|https?://\S+|--?[\w-]+|\S*[/_.<>=]\S*", "", text)
+    prose = re.compile(r"\b[a-z]{3,} [a-z]{2,} [a-z]{2,}\b", re.I)
+    return [line for line in text.splitlines() if prose.search(line)]
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "transformer", "gpt"])
+def test_a_zh_project_reads_chinese(model, project, capsys):
+    """README.md, configs/default.toml and the train CLI's --help of a --lang zh project
+    (every option of that model on) hold no English prose: identifiers, flags, code and
+    URLs only; its config errors are Chinese too. The same check finds English prose in
+    the English project."""
+    options = dict(model=model, teach=True, amp=True, ema=True, tensorboard=True, ddp=True)
+    options.update(tooling=True, grad_checkpointing=True, compile=True, scheduler="onecycle")
+    for lang in ("zh", "en"):
+        with project(f"p{model}{lang}", **options, lang=lang) as p:
+            readme = (p.path / "README.md").read_text(encoding="utf-8")
+            toml = (p.path / "configs" / "default.toml").read_text(encoding="utf-8")
+            with pytest.raises(SystemExit):
+                p.module("config").load_config(["--help"])
+            help_text = capsys.readouterr().out
+            with pytest.raises(SystemExit):
+                p.module("config").load_config(["--lrr", "0.1"])
+            error = capsys.readouterr().err
+        assert "'lrr'" in error and "'lr'" in error and has_cjk(error) == (lang == "zh")
+        # a Chinese paragraph is one line: a Markdown line break would show as a space
+        assert not re.search(r"[\u4e00-\u9fff，。；：]\n[\u4e00-\u9fff]", readme)
+        for name, text in [("README.md", readme), ("default.toml", toml), ("--help", help_text)]:
+            found = english_prose(text)
+            assert bool(found) == (lang == "en"), (name, found)
+            assert has_cjk(text) == (lang == "zh"), name
+
+
+def test_every_config_field_has_a_chinese_help():
+    from scaffold.spec import CONFIG_FIELDS, CONFIG_HELP_ZH
+
+    helps = {f.help for fields in CONFIG_FIELDS.values() for f in fields}
+    missing = sorted(helps - set(CONFIG_HELP_ZH))
+    assert not missing, f"add these to CONFIG_HELP_ZH in scaffold/spec.py: {missing}"
+    assert not set(CONFIG_HELP_ZH) - helps, "CONFIG_HELP_ZH holds helps no field has"
+    assert all(has_cjk(text) for text in CONFIG_HELP_ZH.values())

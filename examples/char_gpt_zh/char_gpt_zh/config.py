@@ -129,6 +129,41 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# 每个字段的说明：--help 显示它，configs/default.toml 把它写在字段上方。
+HELP = {
+    "epochs": "遍历训练集的轮（epoch）数（max_steps > 0 时以它为准）",
+    "max_steps": "优化器更新的步数；0 表示按 epochs 计算",
+    "batch_size": "每个微批次的序列数",
+    "grad_accum_steps": "每次优化器更新累积的微批次数（梯度累积）",
+    "lr": "峰值学习率",
+    "weight_decay": "解耦的权重衰减（不作用于偏置和归一化层）",
+    "grad_clip": "把全局梯度范数裁剪到这个值；0 表示不裁剪",
+    "seed": "随机种子：决定数据划分、打乱顺序和初始权重",
+    "device": "auto（依次尝试 cuda、mps、cpu）、cpu、cuda 或 mps",
+    "out_dir": "metrics.jsonl 和 checkpoints/ 写在这个目录",
+    "log_every": "每隔这么多步记录一次训练损失",
+    "eval_every": "每隔这么多步在验证集上评估一次",
+    "save_every": "每隔这么多步写一次 checkpoints/last.pt",
+    "resume": "none、auto（即 out_dir/checkpoints/last.pt）或一个检查点路径",
+    "init_from": "只从这个检查点加载模型权重（用于微调）",
+    "data_path": "你的数据文件或目录；留空则使用合成数据",
+    "val_fraction": "留作验证集的数据比例",
+    "num_workers": "DataLoader 的工作进程数；0 表示在主进程中加载",
+    "overwrite": "在已有运行记录的 out_dir 中从头开始",
+    "vocab_size": "词表中的字符数（从文本推断）",
+    "seq_len": "上下文长度（字符数）",
+    "d_model": "残差流的宽度",
+    "n_heads": "注意力头数",
+    "n_layers": "Transformer 块的个数",
+    "d_ff": "前馈层的宽度",
+    "dropout": "嵌入和残差分支上的 dropout 比例",
+    "attn_dropout": "注意力权重上的 dropout 比例（为 0 时 SDPA 保持融合算子）",
+    "corpus_chars": "合成文本的长度（字符数）",
+    "betas": "Adam 的 beta1 和 beta2",
+    "warmup_steps": "线性预热的步数；-1 表示总步数的 5%",
+    "min_lr": "结束时的学习率",
+    "ema_decay": "每一步中旧平均值所占的权重",
+}
 
 
 def _fits(value: object, kind: type) -> bool:
@@ -148,13 +183,16 @@ def _coerce(name: str, value: object) -> object:
             return [item(v) for v in value]
     elif _fits(value, kind):
         return kind(value)
-    raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+    message = "{name} 必须是 {kind}，而不是 {value!r}"
+    raise ConfigError(message.format(name=name, kind=kind.__name__, value=value))
 
 
 def _unknown(name: str) -> str:
     close = difflib.get_close_matches(name, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown field {name!r}{hint}; valid fields: {', '.join(FIELDS)}"
+    maybe = "（是不是想写 {!r}？）"
+    hint = " " + maybe.format(close[0]) if close else ""
+    message = "未知字段 {name!r}{hint}；可用的字段：{fields}"
+    return message.format(name=name, hint=hint, fields=", ".join(FIELDS))
 
 
 def load_config(argv: list[str] | None = None) -> Config:
@@ -163,24 +201,31 @@ def load_config(argv: list[str] | None = None) -> Config:
     这样的拼写错误会悄悄地用默认学习率训练，没人会发现。
     """
     parser = argparse.ArgumentParser(
-        allow_abbrev=False, argument_default=argparse.SUPPRESS
+        description="训练模型。命令行参数优先于 --config 文件。",
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+        add_help=False,
     )
-    parser.add_argument("--config", help="a TOML file of field = value lines")
+    parser.add_argument("-h", "--help", action="help", help="显示这份帮助并退出")
+    parser.add_argument("--config", help="TOML 文件，每行一个 字段 = 值")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
+        text = HELP[f.name].replace("%", "%%")  # argparse 会用 % 格式化说明文字
         if f.type is bool:
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text
             )
         elif hasattr(f.type, "__args__"):
-            parser.add_argument(flag, dest=f.name, type=f.type.__args__[0], nargs="+")
+            item = f.type.__args__[0]
+            parser.add_argument(flag, dest=f.name, type=item, nargs="+", help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=f.type)
+            parser.add_argument(flag, dest=f.name, type=f.type, help=text)
     args, unknown = parser.parse_known_args(argv)
     try:
         for arg in unknown:
             if not arg.startswith("--"):
-                raise ConfigError(f"unexpected argument {arg!r}")
+                message = "多余的参数 {!r}"
+                raise ConfigError(message.format(arg))
             raise ConfigError(_unknown(arg[2:].split("=")[0].replace("-", "_")))
         values = {}
         path = vars(args).pop("config", None)
@@ -198,4 +243,5 @@ def load_config(argv: list[str] | None = None) -> Config:
         values.update(vars(args))
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
-        parser.exit(2, f"error: {e}\n")
+        message = "错误：{}"
+        parser.exit(2, message.format(e) + "\n")

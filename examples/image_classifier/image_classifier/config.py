@@ -137,6 +137,42 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# The help of each field, shown by --help and written above it in configs/default.toml.
+HELP = {
+    "epochs": "passes over the training set (max_steps wins when > 0)",
+    "max_steps": "optimizer steps to take; 0 = use epochs",
+    "batch_size": "examples per micro-batch",
+    "grad_accum_steps": "micro-batches per optimizer step",
+    "lr": "peak learning rate",
+    "weight_decay": "decoupled weight decay (not on biases or norms)",
+    "grad_clip": "clip the global gradient norm to this; 0 = off",
+    "seed": "seeds the data split, the shuffle and the initial weights",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
+    "out_dir": "metrics.jsonl and checkpoints/ go here",
+    "log_every": "log the training loss every this many steps",
+    "eval_every": "evaluate on the validation split every this many steps",
+    "save_every": "write checkpoints/last.pt every this many steps",
+    "resume": "none, auto (out_dir/checkpoints/last.pt) or a path",
+    "init_from": "load model weights only from this checkpoint (fine-tune)",
+    "data_path": "your data file or folder; empty = synthetic data",
+    "val_fraction": "share of the data held out for validation",
+    "num_workers": "DataLoader worker processes; 0 = load in the main one",
+    "overwrite": "start over in an out_dir that already holds a run",
+    "in_channels": "image channels (inferred from your data)",
+    "image_size": "images are square, this many pixels a side",
+    "channels": "width of each conv stage; each halves the size",
+    "batch_norm": "batch normalization after each convolution",
+    "dropout": "dropout before the linear head",
+    "num_samples": "size of the synthetic data set",
+    "num_classes": "number of classes (inferred from your data)",
+    "label_smoothing": "cross-entropy label smoothing (Szegedy et al.)",
+    "betas": "Adam's beta1, beta2",
+    "warmup_steps": "linear warm-up steps; -1 = 5% of the run",
+    "min_lr": "learning rate at the end",
+    "grad_checkpointing": "recompute block activations in backward",
+    "dist_timeout": "seconds a collective may wait for a peer before failing",
+    "new_global_batch": "resume on another number of ranks with a new global batch",
+}
 
 
 def _fits(value: object, kind: type) -> bool:
@@ -156,36 +192,46 @@ def _coerce(name: str, value: object) -> object:
             return [item(v) for v in value]
     elif _fits(value, kind):
         return kind(value)
-    raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+    message = "{name} must be {kind}, got {value!r}"
+    raise ConfigError(message.format(name=name, kind=kind.__name__, value=value))
 
 
 def _unknown(name: str) -> str:
     close = difflib.get_close_matches(name, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown field {name!r}{hint}; valid fields: {', '.join(FIELDS)}"
+    maybe = "(did you mean {!r}?)"
+    hint = " " + maybe.format(close[0]) if close else ""
+    message = "unknown field {name!r}{hint}; valid fields: {fields}"
+    return message.format(name=name, hint=hint, fields=", ".join(FIELDS))
 
 
 def load_config(argv: list[str] | None = None) -> Config:
     """Build a Config from an optional --config TOML file, then --field flags on top."""
     parser = argparse.ArgumentParser(
-        allow_abbrev=False, argument_default=argparse.SUPPRESS
+        description="Train the model. Flags win over the --config file.",
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+        add_help=False,
     )
+    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
     parser.add_argument("--config", help="a TOML file of field = value lines")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
+        text = HELP[f.name].replace("%", "%%")  # argparse formats help texts with %
         if f.type is bool:
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text
             )
         elif hasattr(f.type, "__args__"):
-            parser.add_argument(flag, dest=f.name, type=f.type.__args__[0], nargs="+")
+            item = f.type.__args__[0]
+            parser.add_argument(flag, dest=f.name, type=item, nargs="+", help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=f.type)
+            parser.add_argument(flag, dest=f.name, type=f.type, help=text)
     args, unknown = parser.parse_known_args(argv)
     try:
         for arg in unknown:
             if not arg.startswith("--"):
-                raise ConfigError(f"unexpected argument {arg!r}")
+                message = "unexpected argument {!r}"
+                raise ConfigError(message.format(arg))
             raise ConfigError(_unknown(arg[2:].split("=")[0].replace("-", "_")))
         values = {}
         path = vars(args).pop("config", None)
@@ -203,4 +249,5 @@ def load_config(argv: list[str] | None = None) -> Config:
         values.update(vars(args))
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
-        parser.exit(2, f"error: {e}\n")
+        message = "error: {}"
+        parser.exit(2, message.format(e) + "\n")
