@@ -25,15 +25,14 @@ def export(checkpoint: str, out: Path, raw: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Write a checkpoint's model as model.safetensors, config.json and "
-        "data.json."
+        description="把检查点中的模型导出为 safetensors，并附上配置。",
     )
-    parser.add_argument("checkpoint", help="a .pt checkpoint")
-    parser.add_argument("-o", "--out", required=True, help="the folder to write")
+    parser.add_argument("checkpoint", help="一个 .pt 检查点")
+    parser.add_argument("-o", "--out", required=True, help="要写入的目录")
     parser.add_argument(
         "--raw-weights",
         action="store_true",
-        help="export the trained weights, not their moving average (EMA)",
+        help="使用训练得到的原始权重，而不是它们的移动平均（EMA）",
     )
     args = parser.parse_args(argv)
     try:

@@ -13,26 +13,26 @@ from char_gpt_zh.checkpoint import CheckpointError, load_trained
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Generate text from a trained checkpoint."
+        description="用训练好的检查点或导出目录生成文本。",
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
     parser.add_argument(
         "--prompt",
         default="\n",
-        help="text to continue; empty = start from the first vocabulary entry",
+        help="要续写的文本；留空则从词表的第一项开始",
     )
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument(
-        "--temperature", type=float, default=0.8, help="< 1 is more conservative"
+        "--temperature", type=float, default=0.8, help="小于 1 时生成更保守"
     )
     parser.add_argument(
-        "--top-k", type=int, default=0, help="sample from the k likeliest; 0 = all"
+        "--top-k", type=int, default=0, help="只从最可能的 k 个词元中采样；0 表示不限"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--raw-weights",
         action="store_true",
-        help="use the trained weights, not their moving average (EMA)",
+        help="使用训练得到的原始权重，而不是它们的移动平均（EMA）",
     )
     args = parser.parse_args(argv)
     if not 0 < args.temperature < math.inf:

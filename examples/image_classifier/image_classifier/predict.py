@@ -17,13 +17,14 @@ from image_classifier.data import (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Print one prediction per image.")
+    parser = argparse.ArgumentParser(
+        description="Print one prediction per image.",
+    )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
     parser.add_argument(
         "--data-path",
         default="",
-        help="a folder of images or a .npz with x (N, C, H, W); "
-        "empty = the synthetic validation split",
+        help="an image folder or a .npz with x (N, C, H, W); empty = the val split",
     )
     args = parser.parse_args(argv)
     try:

@@ -10,13 +10,14 @@ from tabular.data import DataError, build_datasets, encode, read_csv
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Print one prediction per example.")
+    parser = argparse.ArgumentParser(
+        description="Print one prediction per example.",
+    )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
     parser.add_argument(
         "--data-path",
         default="",
-        help="a CSV with the training feature columns (the target column is optional); "
-        "empty = the synthetic validation split",
+        help="a CSV with the training feature columns; empty = the validation split",
     )
     args = parser.parse_args(argv)
     try:

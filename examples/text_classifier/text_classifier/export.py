@@ -28,8 +28,7 @@ def export(checkpoint: str, out: Path, raw: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Write a checkpoint's model as model.safetensors, config.json and "
-        "data.json."
+        description="Export a checkpoint's model as safetensors, with its config.",
     )
     parser.add_argument("checkpoint", help="a .pt checkpoint")
     parser.add_argument("-o", "--out", required=True, help="the folder to write")

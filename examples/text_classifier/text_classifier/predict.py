@@ -11,14 +11,13 @@ from text_classifier.data import DataError, build_datasets, encode, read_tsv
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Print one prediction per line of text."
+        description="Print one prediction per line of text.",
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
     parser.add_argument(
         "--data-path",
         default="",
-        help="a text file, one example per line (label<TAB>text or just text); "
-        "empty = the synthetic validation split",
+        help="a text file, one example a line; empty = the validation split",
     )
     args = parser.parse_args(argv)
     try:
