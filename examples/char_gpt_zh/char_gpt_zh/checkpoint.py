@@ -266,7 +266,8 @@ def restore(ckpt: dict, parts: dict) -> Progress:
         raise CheckpointError(
             f"the checkpoint does not fit this run: {reason}"
         ) from None
-    resumed = f"resumed from step {progress.step} (epoch {progress.epoch})"
+    resumed = "从第 {step} 步（第 {epoch} 轮）恢复训练"
+    resumed = resumed.format(step=progress.step, epoch=progress.epoch)
     print(resumed, file=sys.stderr)
     return progress
 

@@ -101,7 +101,8 @@ class GracefulStop:
         self.signum = signum
 
     def exit(self, step: int) -> None:
-        print(f"stopped at step {step}; continue with --resume auto", file=sys.stderr)
+        stopped = "已在第 {step} 步停止；用 --resume auto 接着训练"
+        print(stopped.format(step=step), file=sys.stderr)
         # 退出码为 128 + 信号编号：SIGINT 为 130，SIGTERM 为 143，与 shell 的约定一致。
         raise SystemExit(128 + self.signum)
 

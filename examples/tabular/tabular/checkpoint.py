@@ -255,7 +255,8 @@ def restore(ckpt: dict, parts: dict) -> Progress:
         raise CheckpointError(
             f"the checkpoint does not fit this run: {reason}"
         ) from None
-    resumed = f"resumed from step {progress.step} (epoch {progress.epoch})"
+    resumed = "resumed from step {step} (epoch {epoch})"
+    resumed = resumed.format(step=progress.step, epoch=progress.epoch)
     print(resumed, file=sys.stderr)
     return progress
 

@@ -105,7 +105,8 @@ class GracefulStop:
         self.signum = signum
 
     def exit(self, step: int) -> None:
-        print(f"stopped at step {step}; continue with --resume auto", file=sys.stderr)
+        stopped = "stopped at step {step}; continue with --resume auto"
+        print(stopped.format(step=step), file=sys.stderr)
         # 128 + the signal number: 130 for SIGINT, 143 for SIGTERM, as a shell reports
         # them.
         raise SystemExit(128 + self.signum)

@@ -264,9 +264,11 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
         raise CheckpointError(
             f"the checkpoint does not fit this run: {reason}"
         ) from None
-    resumed = f"resumed from step {progress.step} (epoch {progress.epoch})"
+    resumed = "resumed from step {step} (epoch {epoch})"
+    resumed = resumed.format(step=progress.step, epoch=progress.epoch)
     if saved_world != world:
-        resumed += f" on {world} ranks, saved on {saved_world}; new dropout streams"
+        other = "on {world} ranks, saved on {saved}; new dropout streams"
+        resumed += other.format(world=world, saved=saved_world)
     if rank == 0:
         print(resumed, file=sys.stderr)
     return progress
@@ -314,9 +316,9 @@ def fit_to_world(cfg: Config, ckpt: dict | None, world: int) -> Config:
     accum, rest = divmod(old, batch * world)
     if accum and not rest:
         if not dist.is_initialized() or dist.get_rank() == 0:
+            note = "note: global batch {old} = {batch} x {accum} steps x {world} ranks"
             print(
-                f"note: {world} ranks x batch {batch} x {accum} accumulation steps "
-                f"keep the checkpoint's global batch of {old}",
+                note.format(world=world, batch=batch, accum=accum, old=old),
                 file=sys.stderr,
             )
         return dataclasses.replace(cfg, batch_size=batch, grad_accum_steps=accum)

@@ -45,10 +45,7 @@ class Precision:
         if self.scaler.is_enabled() and not state:
             # Resuming at fp16 from a bf16 or fp32 checkpoint: there is no scale to
             # restore.
-            print(
-                "note: the checkpoint holds no fp16 GradScaler state (it trained at "
-                "another precision); starting a fresh one",
-                file=sys.stderr,
-            )
+            note = "note: fp16 resumes with a fresh GradScaler (none in the checkpoint)"
+            print(note, file=sys.stderr)
             return
         self.scaler.load_state_dict(state)
