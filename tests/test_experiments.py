@@ -95,3 +95,38 @@ def test_a_stopped_run_says_so_and_a_resume_rebuilds_its_summary(tmp_path, monke
     assert [e["step"] for e in val] == [0, 4, 8, 12]
     assert summary["best"]["loss"] == min(e["loss"] for e in val)
     assert summary["mean_tokens_per_s"] > 0
+
+
+def test_the_report_overlays_runs_and_tabulates_what_differs(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    root = make_project(tmp_path, "rep")
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "report"
+    with ProjectImport(root, "rep") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        train(Config(**TINY, out_dir=str(a), max_steps=8))
+        train(Config(**TINY, out_dir=str(b), max_steps=12, lr=3e-3))
+        with (a / "metrics.jsonl").open("a") as f:
+            f.write('{"step": 9, "spl')  # torn by a crash
+        (b / "summary.json").unlink()  # as if still running
+        report = p.module("report")
+        capsys.readouterr()
+        report.main([str(a), str(b), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert "metrics.jsonl:" in err and "damaged; skipped" in err
+        with pytest.raises(SystemExit) as info:
+            report.main([str(b), str(tmp_path), "-o", str(out)])
+        assert info.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+        monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+        with pytest.raises(SystemExit) as info:
+            report.main([str(a), "-o", str(tmp_path / "none")])
+        assert info.value.code == 1
+        assert "pip install matplotlib" in capsys.readouterr().err
+    for name in ("loss", "lr", "accuracy", "throughput"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    text = (out / "report.md").read_text()
+    header, _, row_a, row_b = text.splitlines()[2:6]
+    assert "| lr |" in header and "max_steps" in header and "seed" not in header
+    assert row_a.startswith("| a | finished | 8 | 0.001 | 8 | loss ")
+    assert row_b.startswith("| b | running | 12 | 0.003 | 12 |") and "accuracy" in row_b
+    assert "![loss](loss.png)" in text
