@@ -139,6 +139,18 @@ OPTIONS: tuple[Option, ...] = (
         False,
     ),
     Option(
+        "tracker",
+        "Also send every event and the config to an experiment tracker (TensorBoard, a "
+        "local file writer, is --tensorboard and combines with any of these).",
+        "none",
+        (
+            Choice("none", "metrics.jsonl and the run folder only"),
+            Choice("mlflow", "MLflow: <out_dir>/mlflow.db unless MLFLOW_TRACKING_URI is set"),
+            Choice("wandb", "Weights & Biases, offline unless WANDB_MODE says otherwise"),
+        ),
+        files={"mlflow": ("{pkg}/tracking.py",), "wandb": ("{pkg}/tracking.py",)},
+    ),
+    Option(
         "ddp",
         "DistributedDataParallel under torchrun (nccl on GPUs, gloo on CPU), with launchers.",
         False,
@@ -218,6 +230,7 @@ class ProjectSpec:
     compile: bool = False
     ema: bool = False
     tensorboard: bool = False
+    tracker: str = "none"
     ddp: bool = False
     fsdp: bool = False
     tooling: bool = False

@@ -130,3 +130,69 @@ def test_the_report_overlays_runs_and_tabulates_what_differs(tmp_path, capsys, m
     assert row_a.startswith("| a | finished | 8 | 0.001 | 8 | loss ")
     assert row_b.startswith("| b | running | 12 | 0.003 | 12 |") and "accuracy" in row_b
     assert "![loss](loss.png)" in text
+
+
+def test_an_mlflow_run_killed_and_resumed_is_one_run_with_each_step_once(
+    tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = make_project(tmp_path, "flow", tracker="mlflow")
+    out = tmp_path / "run"
+    with ProjectImport(root, "flow") as p:
+        Config, train_module = p.module("config").Config, p.module("train")
+        cfg = Config(**{**TINY, "save_every": 6}, out_dir=str(out), max_steps=16)
+        real_save = train_module.save_checkpoint
+
+        class Killed(Exception):
+            pass
+
+        def die_before_the_second_save(path, state, **kwargs):
+            if path.name == "last.pt" and state["step"] == 12:
+                raise Killed
+            real_save(path, state, **kwargs)
+
+        monkeypatch.setattr(train_module, "save_checkpoint", die_before_the_second_save)
+        with pytest.raises(Killed):
+            train_module.train(cfg)
+        monkeypatch.undo()
+        # the tracker logged steps 8 to 12 after the checkpoint (step 6): the resume
+        # trains them again and sends each step once
+        ckpt = p.module("checkpoint").load_checkpoint(out / "checkpoints/last.pt")
+        assert ckpt["step"] == 6 and ckpt["tracker"]["run_id"]
+        train_module.train(dataclasses.replace(cfg, resume="auto"))
+        # a tracker that fails warns once and training goes on
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+        capsys.readouterr()
+        train_module.train(dataclasses.replace(cfg, out_dir=str(tmp_path / "b")))
+        err = capsys.readouterr().err
+        assert err.count("warning: MLflow failed") == 1
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.run_id == ckpt["tracker"]["run_id"]
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["max_steps"] == "16"
+    for key, split in (("train/loss", "train"), ("val/loss", "val")):
+        steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, key)]
+        events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert sorted(steps) == [e["step"] for e in events if e["split"] == split], key
+
+
+def test_an_offline_wandb_run_resumes_as_a_new_run_in_the_same_group(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root = make_project(tmp_path, "wb", tracker="wandb")
+    out = tmp_path / "run"
+    with ProjectImport(root, "wb") as p:
+        Config, train = p.module("config").Config, p.module("train").train
+        load = p.module("checkpoint").load_checkpoint
+        train(Config(**TINY, out_dir=str(out), max_steps=8))
+        first = load(out / "checkpoints/last.pt")["tracker"]
+        train(Config(**TINY, out_dir=str(out), max_steps=12, resume="auto"))
+        second = load(out / "checkpoints/last.pt")["tracker"]
+    assert "warning" not in capsys.readouterr().err.replace("cannot be resumed", "")
+    assert first["run_id"] != second["run_id"] and first["group"] == second["group"]
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 2

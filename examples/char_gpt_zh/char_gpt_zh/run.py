@@ -32,6 +32,7 @@ GENERATED = {
         "compile": False,
         "ema": True,
         "tensorboard": False,
+        "tracker": "none",
         "ddp": False,
         "fsdp": False,
         "tooling": False,

@@ -32,6 +32,7 @@ GENERATED = {
         "compile": False,
         "ema": False,
         "tensorboard": False,
+        "tracker": "none",
         "ddp": False,
         "fsdp": False,
         "tooling": False,

@@ -32,6 +32,7 @@ GENERATED = {
         "compile": False,
         "ema": False,
         "tensorboard": False,
+        "tracker": "none",
         "ddp": True,
         "fsdp": False,
         "tooling": True,
