@@ -151,6 +151,13 @@ OPTIONS: tuple[Option, ...] = (
         files={"mlflow": ("{pkg}/tracking.py",), "wandb": ("{pkg}/tracking.py",)},
     ),
     Option(
+        "sweep",
+        "Hyperparameter search with Optuna: python -m PKG.sweep and configs/sweep.toml "
+        "(pip install optuna).",
+        False,
+        files={True: ("{pkg}/sweep.py", "configs/sweep.toml")},
+    ),
+    Option(
         "ddp",
         "DistributedDataParallel under torchrun (nccl on GPUs, gloo on CPU), with launchers.",
         False,
@@ -231,6 +238,7 @@ class ProjectSpec:
     ema: bool = False
     tensorboard: bool = False
     tracker: str = "none"
+    sweep: bool = False
     ddp: bool = False
     fsdp: bool = False
     tooling: bool = False

@@ -196,3 +196,99 @@ def test_an_offline_wandb_run_resumes_as_a_new_run_in_the_same_group(tmp_path, m
     assert "warning" not in capsys.readouterr().err.replace("cannot be resumed", "")
     assert first["run_id"] != second["run_id"] and first["group"] == second["group"]
     assert len(list((out / "wandb").glob("offline-run-*"))) == 2
+
+
+SWEEP = """
+trials = 6
+out_dir = {out!r}
+[fixed]
+max_steps = 8
+eval_every = 4
+save_every = 4
+log_every = 2
+num_samples = 256
+device = "cpu"
+[params]
+lr = {{ low = 1e-4, high = 1e-2, log = true }}
+dropout = {{ choices = [0.0, 0.1] }}
+"""
+
+
+def finished_trials(storage: str) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(states=states)
+
+
+def test_a_sweep_killed_after_two_trials_resumes_to_six_and_a_best_config(
+    tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("optuna")
+    root = make_project(tmp_path, "swp", sweep=True)
+    out = tmp_path / "sweep"
+    toml = tmp_path / "sweep.toml"
+    with ProjectImport(root, "swp") as p:
+        sweep, train_module = p.module("sweep"), p.module("train")
+        # mistakes stop before any trial, with one line and exit 2
+        for bad in ("lrr = { low = 1, high = 2 }", "lr = { low = 2, high = 1 }"):
+            toml.write_text(SWEEP.format(out=str(out)).replace("dropout = {", f"{bad}\n#"))
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as info:
+                sweep.main(["--config", str(toml)])
+            assert info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+            assert not out.exists()
+        toml.write_text(SWEEP.format(out=str(out)))
+        monkeypatch.setattr(sweep, "HEARTBEAT", 1)
+        monkeypatch.setattr(sweep, "GRACE", 2)
+        real_save = train_module.save_checkpoint
+
+        def kill_the_third_trial(path, state, **kwargs):
+            real_save(path, state, **kwargs)
+            if "trial-002" in str(path) and path.name == "last.pt" and state["step"] == 4:
+                raise SystemExit(137)  # like kill -9: the trial stays RUNNING
+
+        monkeypatch.setattr(train_module, "save_checkpoint", kill_the_third_trial)
+        with pytest.raises(SystemExit):
+            sweep.main(["--config", str(toml)])
+        storage = f"sqlite:///{out / 'study.db'}"
+        assert len(finished_trials(storage)) == 2
+        monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        import time
+
+        time.sleep(3)  # the killed trial's heartbeat goes stale
+        sweep.main(["--config", str(toml)])
+        Config = p.module("config").Config
+        best = p.module("config").load_config(["--config", str(out / "best.toml")])
+    assert isinstance(best, Config) and best.out_dir == str(out / "best")
+    trials = finished_trials(storage)
+    assert len(trials) == 6
+    # the interrupted trial was retried in its own folder and resumed from step 4
+    assert "trial-002" in {t.user_attrs["folder"] for t in trials}
+    history = json.loads((out / "trial-002/run.json").read_text())["history"]
+    assert [h["resumed_at"] for h in history] == [4]
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_on_one_storage_share_the_trials(tmp_path):
+    pytest.importorskip("optuna")
+    import sys
+
+    root = make_project(tmp_path, "swp2", sweep=True)
+    out = tmp_path / "sweep"
+    (root / "sweep.toml").write_text(SWEEP.format(out=str(out)))
+    out.mkdir()
+    command = [sys.executable, "-m", "swp2.sweep", "--config", "sweep.toml"]
+    procs = [
+        subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    trials = finished_trials(f"sqlite:///{out / 'study.db'}")
+    # each process checks the shared total before a trial: one may start the 7th
+    assert 6 <= len(trials) <= 7
+    folders = [t.user_attrs["folder"] for t in trials]
+    assert len(set(folders)) == len(folders) and (out / "best.toml").exists()

@@ -33,6 +33,7 @@ GENERATED = {
         "ema": True,
         "tensorboard": False,
         "tracker": "none",
+        "sweep": False,
         "ddp": False,
         "fsdp": False,
         "tooling": False,

@@ -33,6 +33,7 @@ GENERATED = {
         "ema": False,
         "tensorboard": False,
         "tracker": "none",
+        "sweep": False,
         "ddp": False,
         "fsdp": False,
         "tooling": False,
