@@ -82,6 +82,10 @@ def build_context(spec: ProjectSpec) -> dict:
         config_help={f.name: config_help(f, spec.lang) for f in fields},
         has_list_fields=any(f.type.startswith("list") for f in fields),
         command=command_line(spec),
+        # run.json's record of the options; lang and teach change only the comments.
+        option_values=[
+            (o.name, getattr(spec, o.name)) for o in OPTIONS if o.name not in ("lang", "teach")
+        ],
         is_lm=spec.model == "gpt",
         distributed=spec.ddp or spec.fsdp,
         # The attribute that holds each model's repeated blocks (FSDP shards each one).

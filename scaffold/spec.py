@@ -139,6 +139,25 @@ OPTIONS: tuple[Option, ...] = (
         False,
     ),
     Option(
+        "tracker",
+        "Also send every event and the config to an experiment tracker (TensorBoard, a "
+        "local file writer, is --tensorboard and combines with any of these).",
+        "none",
+        (
+            Choice("none", "metrics.jsonl and the run folder only"),
+            Choice("mlflow", "MLflow: <out_dir>/mlflow.db unless MLFLOW_TRACKING_URI is set"),
+            Choice("wandb", "Weights & Biases, offline unless WANDB_MODE says otherwise"),
+        ),
+        files={"mlflow": ("{pkg}/tracking.py",), "wandb": ("{pkg}/tracking.py",)},
+    ),
+    Option(
+        "sweep",
+        "Hyperparameter search with Optuna: python -m PKG.sweep and configs/sweep.toml "
+        "(pip install optuna).",
+        False,
+        files={True: ("{pkg}/sweep.py", "configs/sweep.toml")},
+    ),
+    Option(
         "ddp",
         "DistributedDataParallel under torchrun (nccl on GPUs, gloo on CPU), with launchers.",
         False,
@@ -224,6 +243,8 @@ class ProjectSpec:
     compile: bool = False
     ema: bool = False
     tensorboard: bool = False
+    tracker: str = "none"
+    sweep: bool = False
     ddp: bool = False
     fsdp: bool = False
     tooling: bool = False

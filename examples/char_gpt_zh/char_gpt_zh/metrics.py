@@ -20,17 +20,19 @@ class MetricsLog:
     保证每一步只出现一次。
     """
 
-    def __init__(
-        self, path: Path, resume_step: int | None, total_steps: int, enabled: bool
-    ):
-        self.path, self.enabled = path, enabled
-        if not enabled:  # 只有 rank 0 写入
+    def __init__(self, path: Path, resume_step: int | None, total_steps: int, run):
+        self.path, self.run, self.total = path, run, total_steps
+        self.enabled = run is not None  # 只有 rank 0 写入
+        if not self.enabled:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and path.exists():
             kept = [e for e in read_events(path) if e["step"] <= resume_step]
         path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+        # 续训时，摘要从保留下来的事件重新算起，这样最佳值和最新值与 metrics.jsonl
+        # 一致。
+        for event in kept:
+            run.event(event)
         # 在终端上显示进度条；否则每个事件输出一行，便于批处理作业的日志查看。
         self.lines = not sys.stderr.isatty()
         self.bar = tqdm(
@@ -50,15 +52,19 @@ class MetricsLog:
         event = {"step": step, "epoch": epoch, "split": split, **values}
         with self.path.open("a") as f:
             f.write(json.dumps(event) + "\n")
+        self.run.event(event)
+        if split == "val":
+            self.run.write(step)
         text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
         if self.lines:
             print(f"{split} step {step}: {text}", file=sys.stderr)
         elif split == "train":
             self.bar.set_postfix_str(text)
 
-    def close(self) -> None:
+    def close(self, step: int) -> None:
         if self.enabled:
             self.bar.close()
+            self.run.write(step, "finished" if step == self.total else "stopped")
 
 
 def read_events(path: Path) -> list[dict]:

@@ -37,6 +37,7 @@ from image_classifier.distributed import (
 from image_classifier.metrics import MetricsLog, Telemetry
 from image_classifier.model import build_model
 from image_classifier.optim import build_scheduler, configure_optimizer
+from image_classifier.run import RunFolder
 
 
 def pick_device(name: str) -> torch.device:
@@ -212,9 +213,9 @@ def train(cfg: Config) -> dict:
     scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
     barrier()  # Every rank has checked the run folder before rank 0 writes to it.
     progress = restore(ckpt, parts, rank, world) if ckpt else Progress()
-    first = progress.step
-    log_path = out_dir / "metrics.jsonl"
-    log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
+    first, resumed = progress.step, progress.step if ckpt else None
+    run = RunFolder(cfg, out_dir, device, world, resumed) if rank == 0 else None
+    log = MetricsLog(out_dir / "metrics.jsonl", resumed, total_steps, run)
     dtype = torch.float32
     telemetry = Telemetry(cfg, model, device, dtype, world, first)
     batches = micro_batches(loader, progress.epoch, progress.consumed)
@@ -261,7 +262,7 @@ def train(cfg: Config) -> dict:
                 last = out_dir / "checkpoints/last.pt"
                 save(last, state, keep_previous=True)
             if stopping:
-                log.close()
+                log.close(step)
                 stop.exit(step)
             if eval_now or save_now:
                 # Throughput counts training steps only, not evaluation or saving.
@@ -281,7 +282,7 @@ def train(cfg: Config) -> dict:
             scheduler.step()
             progress.step += 1
             log.step()
-    log.close()
+    log.close(step)
     return metrics
 
 

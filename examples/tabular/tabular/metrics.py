@@ -23,17 +23,19 @@ class MetricsLog:
     dropped, so every step appears once.
     """
 
-    def __init__(
-        self, path: Path, resume_step: int | None, total_steps: int, enabled: bool
-    ):
-        self.path, self.enabled = path, enabled
-        if not enabled:  # only rank 0 writes
+    def __init__(self, path: Path, resume_step: int | None, total_steps: int, run):
+        self.path, self.run, self.total = path, run, total_steps
+        self.enabled = run is not None  # only rank 0 writes
+        if not self.enabled:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and path.exists():
             kept = [e for e in read_events(path) if e["step"] <= resume_step]
         path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+        # The summary of a resumed run starts from the events it keeps, so best and last
+        # agree with metrics.jsonl.
+        for event in kept:
+            run.event(event)
         # A progress bar on a terminal; one line per event otherwise, as a batch job's
         # log wants.
         self.lines = not sys.stderr.isatty()
@@ -54,15 +56,19 @@ class MetricsLog:
         event = {"step": step, "epoch": epoch, "split": split, **values}
         with self.path.open("a") as f:
             f.write(json.dumps(event) + "\n")
+        self.run.event(event)
+        if split == "val":
+            self.run.write(step)
         text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
         if self.lines:
             print(f"{split} step {step}: {text}", file=sys.stderr)
         elif split == "train":
             self.bar.set_postfix_str(text)
 
-    def close(self) -> None:
+    def close(self, step: int) -> None:
         if self.enabled:
             self.bar.close()
+            self.run.write(step, "finished" if step == self.total else "stopped")
 
 
 def read_events(path: Path) -> list[dict]:

@@ -26,6 +26,7 @@ from tabular.data import DataError, build_datasets, loaders, micro_batches
 from tabular.metrics import MetricsLog, Telemetry
 from tabular.model import build_model
 from tabular.optim import build_scheduler, configure_optimizer
+from tabular.run import RunFolder
 
 
 def pick_device(name: str) -> torch.device:
@@ -172,9 +173,9 @@ def train(cfg: Config) -> dict:
     total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
     scheduler = parts["scheduler"] = build_scheduler(optimizer, cfg, total_steps)
     progress = restore(ckpt, parts) if ckpt else Progress()
-    first = progress.step
-    log_path = out_dir / "metrics.jsonl"
-    log = MetricsLog(log_path, first if ckpt else None, total_steps, rank == 0)
+    first, resumed = progress.step, progress.step if ckpt else None
+    run = RunFolder(cfg, out_dir, device, world, resumed) if rank == 0 else None
+    log = MetricsLog(out_dir / "metrics.jsonl", resumed, total_steps, run)
     dtype = torch.float32
     telemetry = Telemetry(cfg, model, device, dtype, world, first)
     batches = micro_batches(loader, progress.epoch, progress.consumed)
@@ -219,7 +220,7 @@ def train(cfg: Config) -> dict:
                 last = out_dir / "checkpoints/last.pt"
                 save_checkpoint(last, state, keep_previous=True)
             if stopping:
-                log.close()
+                log.close(step)
                 stop.exit(step)
             if eval_now or save_now:
                 # Throughput counts training steps only, not evaluation or saving.
@@ -239,7 +240,7 @@ def train(cfg: Config) -> dict:
             scheduler.step()
             progress.step += 1
             log.step()
-    log.close()
+    log.close(step)
     return metrics
 
 

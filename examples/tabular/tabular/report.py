@@ -1,0 +1,128 @@
+"""Compare runs: python -m PKG.report RUN [RUN ...] [-o DIR] draws their curves
+overlaid and writes report.md, one row per run. Reads only the run folders, so it
+works on a run still in progress.
+"""
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+# One plot per entry: its (split, metric) curves, one color per run; metrics a project
+# does not log are left out.
+PLOTS = {
+    "loss": (("train", "loss"), ("val", "loss")),
+    "lr": (("train", "lr"),),
+    "accuracy": (("val", "accuracy"),),
+    "throughput": (("train", "samples_per_s"),),
+}
+
+
+def read_run(folder: Path) -> dict:
+    """A run's events, config and status; a damaged line (a crash mid-write) is
+    skipped with a note, a folder without metrics.jsonl is refused.
+    """
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        print(f"error: {folder} is not a run: no metrics.jsonl", file=sys.stderr)
+        sys.exit(2)
+    events = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            event = json.loads(line)
+            events.append({"split": event["split"], "step": event["step"], **event})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            print(f"note: {path}:{number} is damaged; skipped", file=sys.stderr)
+    config = {}
+    if (folder / "config.toml").is_file():
+        config = tomllib.loads((folder / "config.toml").read_text())
+    status = "running"
+    if (folder / "summary.json").is_file():
+        status = json.loads((folder / "summary.json").read_text())["status"]
+    return {"folder": folder, "events": events, "config": config, "status": status}
+
+
+def series(run: dict, split: str, key: str) -> tuple[list, list]:
+    events = [e for e in run["events"] if e["split"] == split and key in e]
+    return [e["step"] for e in events], [e[key] for e in events]
+
+
+def plot(runs: list[dict], out: Path) -> list[str]:
+    """Draw each plot to a PNG file; matplotlib is imported here only, as it is an
+    optional dependency.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        need = "pip install matplotlib (or pip install -e '.[plots]')"
+        print(f"error: the report draws with matplotlib: {need}", file=sys.stderr)
+        sys.exit(1)
+    matplotlib.use("Agg")  # no window: files only
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    for name, lines in PLOTS.items():
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for i, run in enumerate(runs):
+            for split, key in lines:
+                steps, values = series(run, split, key)
+                if steps:
+                    style = "o--" if split == "val" else "-"
+                    label = run["label"] + (f" {split}" if len(lines) > 1 else "")
+                    ax.plot(steps, values, style, color=f"C{i % 10}", label=label)
+        if ax.lines:
+            ax.set(xlabel="step", ylabel=name, title=name)
+            ax.legend(fontsize="small")
+            fig.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
+            drawn.append(name)
+        plt.close(fig)
+    return drawn
+
+
+def table(runs: list[dict]) -> list[str]:
+    """One Markdown row per run: the settings that differ between the runs, then the
+    best and last validation metrics with their steps.
+    """
+    names = sorted({k for run in runs for k in run["config"]} - {"out_dir"})
+    # A setting all runs share says nothing about why their curves differ.
+    differ = [
+        k for k in names if len({json.dumps(r["config"].get(k)) for r in runs}) > 1
+    ]
+    metrics = ["loss", "accuracy"]
+    header = ["run", "status", "steps", *differ, "best val", "last val"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        val = [e for e in run["events"] if e["split"] == "val"]
+        steps = max((e["step"] for e in run["events"]), default=0)
+        cells = [run["label"], run["status"], str(steps)]
+        cells += [str(run["config"].get(k, "")) for k in differ]
+        best = min(val, key=lambda e: e["loss"], default=None)
+        for e in (best, val[-1] if val else None):
+            shown = ", ".join(f"{m} {e[m]:.4g}" for m in metrics if m in e) if e else ""
+            cells.append(f"{shown} (step {e['step']})" if e else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Compare runs: plots and report.md.")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
+    args = parser.parse_args(argv)
+    runs = [read_run(folder) for folder in args.runs]
+    # Label runs by folder name, or by path when two names collide.
+    labels = [run["folder"].name for run in runs]
+    for run in runs:
+        unique = len(set(labels)) == len(labels)
+        run["label"] = run["folder"].name if unique else str(run["folder"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    drawn = plot(runs, args.out)
+    lines = ["# Runs", "", *table(runs), ""]
+    lines += [f"![{name}]({name}.png)" for name in drawn]
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'report.md'} and {len(drawn)} plots")
+
+
+if __name__ == "__main__":
+    main()
