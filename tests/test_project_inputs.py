@@ -278,8 +278,11 @@ def test_init_from_a_plain_state_dict(projects, trained, tmp_path):
     weights = torch.load(trained["mlp"], weights_only=True)["model"]
     torch.save(weights, tmp_path / "weights.pt")
     with open_project(projects, "mlp") as p:
-        ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "weights.pt")
-        assert ckpt.keys() == {"model"} and ckpt["model"].keys() == weights.keys()
+        checkpoint, path = p.module("checkpoint"), tmp_path / "weights.pt"
+        # a bare state_dict is taken as the weights, as the "model" of a checkpoint is
+        assert (
+            checkpoint.weights_of(checkpoint.load_checkpoint(path), path).keys() == weights.keys()
+        )
         argv = ["--num-samples", "128", "--hidden-dims", "8", "--lr", "1e-9"]
         argv += ["--init-from", str(tmp_path / "weights.pt"), "--out-dir", str(tmp_path)]
         code, err = run(p, "train", argv + TINY + ["--weight-decay", "0"])

@@ -94,12 +94,6 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not a checkpoint dict"
         )
-    if "model" not in state:
-        if not state or not all(torch.is_tensor(v) for v in state.values()):
-            raise CheckpointError(f"{path} holds no model weights (no key 'model')")
-        # 裸的 state_dict（torch.save(model.state_dict(), path)）只有权重：--init-from
-        # 可以直接使用。
-        state = {"model": state}
     return state
 
 
@@ -154,6 +148,17 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
         raise CheckpointError(f"{path} is of another model: {e}") from None
 
 
+def weights_of(ckpt: dict, path: str | Path) -> dict:
+    """裸的 state_dict（torch.save(model.state_dict(), path)）只有权重：--init-from
+    可以直接使用。
+    """
+    if "model" in ckpt:
+        return ckpt["model"]
+    if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        return ckpt
+    raise CheckpointError(f"{path} holds no model weights (no key 'model')")
+
+
 def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]:
     """从检查点或导出文件夹中取得训练好的模型、它的配置和数据信息：predict、sample 和
     export 都这样加载。
@@ -161,6 +166,7 @@ def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]
     if Path(path).is_dir():
         return load_export(Path(path))
     ckpt = load_checkpoint(path)
+    weights_of(ckpt, path)
     cfg, meta = checkpoint_config(ckpt, path)
     model = build_model(cfg)
     load_model_state(model, model_weights(ckpt, raw))

@@ -20,6 +20,7 @@ from char_gpt_zh.checkpoint import (
     restore,
     resume_from,
     save_checkpoint,
+    weights_of,
 )
 from char_gpt_zh.config import Config, ConfigError, load_config
 from char_gpt_zh.data import DataError, build_datasets, loaders, micro_batches
@@ -148,7 +149,8 @@ def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
     cfg = dataclasses.replace(cfg, **data.sizes)
     model = build_model(cfg).to(device)
     if cfg.init_from:
-        load_model_state(model, load_checkpoint(cfg.init_from)["model"])
+        weights = weights_of(load_checkpoint(cfg.init_from), cfg.init_from)
+        load_model_state(model, weights)
     # 精确续训所需的、带 state_dict 的全部部件，以及它们在检查点中的键名。
     parts = {"model": model}
     # 权重（及缓冲区）的指数滑动平均，与原始模型一起评估。

@@ -111,7 +111,7 @@ def test_bad_config_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_config(["--lrr", "0.1"])
     assert exit_info.value.code == 2
-    assert "did you mean 'lr'" in capsys.readouterr().err
+    assert "'lr'" in capsys.readouterr().err  # 无论哪种语言，提示里都会写出字段名
     with pytest.raises(ConfigError):
         Config(lr=0)
 

@@ -89,12 +89,6 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not a checkpoint dict"
         )
-    if "model" not in state:
-        if not state or not all(torch.is_tensor(v) for v in state.values()):
-            raise CheckpointError(f"{path} holds no model weights (no key 'model')")
-        # A bare state_dict (torch.save(model.state_dict(), path)) holds the weights
-        # alone: --init-from can use it.
-        state = {"model": state}
     return state
 
 
@@ -147,6 +141,17 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
         raise CheckpointError(f"{path} is of another model: {e}") from None
 
 
+def weights_of(ckpt: dict, path: str | Path) -> dict:
+    """A bare state_dict (torch.save(model.state_dict(), path)) holds the weights
+    alone: --init-from can use it.
+    """
+    if "model" in ckpt:
+        return ckpt["model"]
+    if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        return ckpt
+    raise CheckpointError(f"{path} holds no model weights (no key 'model')")
+
+
 def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]:
     """The trained model, its config and its data facts, from a checkpoint or from an
     export folder: what predict, sample and export load.
@@ -154,6 +159,7 @@ def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]
     if Path(path).is_dir():
         return load_export(Path(path))
     ckpt = load_checkpoint(path)
+    weights_of(ckpt, path)
     cfg, meta = checkpoint_config(ckpt, path)
     model = build_model(cfg)
     load_model_state(model, ckpt["model"])
@@ -351,8 +357,9 @@ def save(path: Path, state: dict, keep_previous: bool = False) -> None:
         except FloatingPointError as e:
             error = [str(e)]
     if dist.is_initialized():
-        # The others wait here for rank 0's verdict, so every rank leaves save() with
-        # the checkpoint on disk.
+        # The others wait here for rank 0's verdict, then at a barrier, so every rank
+        # leaves save() with the checkpoint on disk.
         dist.broadcast_object_list(error, src=0)
+        dist.barrier()
     if error[0]:
         raise FloatingPointError(error[0])

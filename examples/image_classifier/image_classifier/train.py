@@ -23,6 +23,7 @@ from image_classifier.checkpoint import (
     restore,
     resume_from,
     save,
+    weights_of,
 )
 from image_classifier.config import Config, ConfigError, load_config
 from image_classifier.data import DataError, build_datasets, loaders, micro_batches
@@ -179,7 +180,8 @@ def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.init_from:
-        load_model_state(model, load_checkpoint(cfg.init_from)["model"])
+        weights = weights_of(load_checkpoint(cfg.init_from), cfg.init_from)
+        load_model_state(model, weights)
     # After the identical initial weights, each rank draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
     # Everything with a state_dict that exact resume needs, under its checkpoint key.

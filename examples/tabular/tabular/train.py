@@ -20,6 +20,7 @@ from tabular.checkpoint import (
     restore,
     resume_from,
     save_checkpoint,
+    weights_of,
 )
 from tabular.config import Config, ConfigError, load_config
 from tabular.data import DataError, build_datasets, loaders, micro_batches
@@ -151,7 +152,8 @@ def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
     cfg = dataclasses.replace(cfg, **data.sizes)
     model = build_model(cfg).to(device)
     if cfg.init_from:
-        load_model_state(model, load_checkpoint(cfg.init_from)["model"])
+        weights = weights_of(load_checkpoint(cfg.init_from), cfg.init_from)
+        load_model_state(model, weights)
     # Everything with a state_dict that exact resume needs, under its checkpoint key.
     parts = {"model": model}
     parts["optimizer"] = configure_optimizer(model, cfg, device)

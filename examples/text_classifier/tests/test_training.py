@@ -114,7 +114,7 @@ def test_bad_config_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_config(["--lrr", "0.1"])
     assert exit_info.value.code == 2
-    assert "did you mean 'lr'" in capsys.readouterr().err
+    assert "'lr'" in capsys.readouterr().err  # the hint names the field in any language
     with pytest.raises(ConfigError):
         Config(lr=0)
 

@@ -86,8 +86,8 @@ def all_ranks(values: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
 
 
 def barrier() -> None:
-    """The others wait here for rank 0's verdict, so every rank leaves save() with
-    the checkpoint on disk.
+    """The others wait here for rank 0's verdict, then at a barrier, so every rank
+    leaves save() with the checkpoint on disk.
     """
     if dist.is_initialized():
         dist.barrier()

@@ -22,6 +22,7 @@ from text_classifier.checkpoint import (
     restore,
     resume_from,
     save,
+    weights_of,
 )
 from text_classifier.config import Config, ConfigError, load_config
 from text_classifier.data import DataError, build_datasets, loaders, micro_batches
@@ -180,7 +181,8 @@ def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
     cfg = dataclasses.replace(cfg, **data.sizes)
     model = build_model(cfg).to(device)
     if cfg.init_from:
-        load_model_state(model, load_checkpoint(cfg.init_from)["model"])
+        weights = weights_of(load_checkpoint(cfg.init_from), cfg.init_from)
+        load_model_state(model, weights)
     # After the identical initial weights, each rank draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
     # Everything with a state_dict that exact resume needs, under its checkpoint key.
