@@ -1,6 +1,7 @@
 """Train: python -m image_classifier.train [--config FILE.toml] [--FIELD VALUE ...]"""
 
 import dataclasses
+import gc
 import math
 import random
 import signal
@@ -301,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         is_rank0 = not dist.is_initialized() or dist.get_rank() == 0
         if dist.is_initialized():
+            # Free the model now: reference cycles would keep DDP's or FSDP's hold on
+            # the process group, and its gloo threads, alive into interpreter shutdown.
+            gc.collect()
             dist.destroy_process_group()
     if is_rank0:
         print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
