@@ -75,6 +75,10 @@ everyone = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(everyone, flat)
 assert all(torch.equal(everyone[0], other) for other in everyone), "ranks differ"
 print("ranks identical", flush=True)
+# as the generated main does: end on a barrier (no tensors held by gloo's threads), free
+# the models, then destroy the group
+dist.barrier()
+import gc; models.clear(); gc.collect()
 dist.destroy_process_group()
 """
 
@@ -415,6 +419,7 @@ with counter:
                    save_every=8, precision="fp16", grad_accum_steps=2, num_samples=512,
                    d_model=32, d_ff=64, n_layers=1, seq_len=16, device="cpu"))
 print(json.dumps({{"rank": dist.get_rank(), "reads": counter.reads}}), flush=True)
+import gc; gc.collect()
 dist.destroy_process_group()
 """
 
