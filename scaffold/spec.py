@@ -490,7 +490,13 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
     ("compile", "True"): (F("compile", "bool", True, "torch.compile the model"),),
     ("ema", "True"): (F("ema_decay", "float", 0.99, "weight of the old average at each step"),),
     ("ddp", "True"): _DISTRIBUTED_FIELDS,
-    ("fsdp", "True"): _DISTRIBUTED_FIELDS,
+    ("fsdp", "True"): (
+        *_DISTRIBUTED_FIELDS,
+        F("save_every", "int", 100, "write a checkpoints/step-N folder every this many steps"),
+        F("resume", "str", "none", "none, auto (out_dir/checkpoints/latest) or a path"),
+        F("keep_last", "int", 2, "step folders to keep (best is kept too); 0 = all"),
+        F("async_save", "bool", False, "write checkpoints in the background while training"),
+    ),
     ("optimizer", "adamw"): (F("betas", "list[float]", [0.9, 0.999], "Adam's beta1, beta2"),),
     ("optimizer", "adam"): (
         F("weight_decay", "float", 0.0, "L2 penalty added to the gradient (not biases, norms)"),
@@ -526,6 +532,10 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
 # every help in CONFIG_FIELDS has one): the --help of a --lang zh project's train CLI and
 # the comments of its configs/default.toml.
 CONFIG_HELP_ZH: dict[str, str] = {
+    "write a checkpoints/step-N folder every this many steps": "每隔这么多步写一个 checkpoints/step-N 文件夹",
+    "none, auto (out_dir/checkpoints/latest) or a path": "none、auto（out_dir/checkpoints/latest）或一个路径",
+    "step folders to keep (best is kept too); 0 = all": "保留最近几个 step 文件夹（best 也保留）；0 表示全部保留",
+    "write checkpoints in the background while training": "在后台写检查点，训练不停",
     "resume on another number of ranks with a new global batch": (
         "在不同的进程数上续训时，接受一个不同的全局批次大小"
     ),

@@ -5,13 +5,19 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
 from image_classifier.config import Config, ConfigError
 from image_classifier.data import Data
@@ -107,26 +113,117 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def latest_checkpoint(path: Path) -> dict | None:
-    """The newest readable checkpoint, falling back to the previous one; None if
-    there is none, and an error if both are damaged.
+# without torchrun DCP warns that it reads or writes in one process: that is meant
+warnings.filterwarnings("ignore", "torch.distributed is (disabled|unavailable)")
+
+
+def latest_folder(checkpoints: Path) -> Path | None:
+    """The step folder to resume from: the one checkpoints/latest names, else the
+    newest; a damaged one is reported in one line and the one before it is tried.
     """
+    folders = sorted(checkpoints.glob("step-*"), reverse=True)
+    latest = checkpoints / "latest"
+    if latest.is_file():
+        named = checkpoints / latest.read_text().strip()
+        # a folder newer than latest is a save that never finished: skip it
+        folders = [named] + [f for f in folders if f.name < named.name]
     damaged = []
-    for candidate in (path, previous(path)):
-        if candidate.exists():
-            try:
-                return load_checkpoint(candidate)
-            except CheckpointError as e:
+    for folder in folders:
+        try:
+            check_folder(folder)
+            return folder
+        except CheckpointError as e:
+            if is_rank0():
                 print(f"warning: {e}", file=sys.stderr)
-                damaged.append(candidate.name)
+            damaged.append(folder.name)
     if damaged:
         # Starting over would overwrite best.pt and metrics.jsonl: stop instead, before
         # anything changes.
         raise CheckpointError(
-            f"{path.parent}: {' and '.join(damaged)} cannot be loaded and there is "
-            "no readable fallback; nothing was changed (--resume PATH picks a file)"
+            f"{checkpoints}: {', '.join(damaged)} cannot be loaded and there is "
+            "no readable fallback; nothing was changed (--resume PATH picks a folder)"
         )
     return None
+
+
+def check_folder(folder: Path) -> None:
+    """A folder is a checkpoint once DCP has written its .metadata (last, after every
+    rank's shards); a shard shorter than the metadata says is truncated.
+    """
+    try:
+        metadata = FileSystemReader(str(folder)).read_metadata()
+    except Exception:
+        raise CheckpointError(
+            f"{folder} is not a finished checkpoint (no readable .metadata)"
+        ) from None
+    ends = {}
+    for info in metadata.storage_data.values():
+        end = info.offset + info.length
+        ends[info.relative_path] = max(ends.get(info.relative_path, 0), end)
+    for name, end in sorted(ends.items()):
+        shard = folder / name
+        size = shard.stat().st_size if shard.is_file() else 0
+        if size < end:
+            raise CheckpointError(
+                f"{folder}: shard {name} is truncated ({size} of {end} bytes)"
+            )
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """A checkpoints folder, or its latest or best file, names a step folder; any
+    other path is used as it is.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "latest").is_file():
+        path = path / "latest"
+    if path.is_file() and path.name in ("latest", "best"):
+        return path.parent / path.read_text().strip()
+    return path
+
+
+def load_state(folder: Path, keys: set[str] | None = None) -> dict:
+    """Read whole entries (all, or those in keys) of a step folder into this
+    process's memory: for predict, sample, export and the small run state; no
+    process group needed.
+    """
+    check_folder(folder)
+    try:
+        return _load_state_dict_from_keys(keys, checkpoint_id=str(folder))
+    except (Exception, CheckpointException) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{folder} is not a readable checkpoint ({reason})"
+        ) from None
+
+
+def load_full(path: str | Path, keys: set[str] | None = None) -> dict:
+    """The whole checkpoint in this process, from a step folder, a checkpoints
+    folder, its latest file, or a .pt file.
+    """
+    folder = checkpoint_folder(path)
+    if folder.is_dir():
+        return load_state(folder, keys)
+    return load_checkpoint(folder)
+
+
+def open_run(folder: Path) -> dict:
+    """The run state of a step folder without the model and optimizer: those are read
+    shard by shard into the live model in restore().
+    """
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    saved = FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    names = {key.split(".")[0] for key in saved} - set(SHARDED)
+    # every rank reads only its own random state
+    keys = {k for k in names if not k.startswith("rng_") or k == f"rng_{rank}"}
+    return {**load_state(folder, keys), "folder": str(folder)}
+
+
+def is_rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+# entries written and read as shards, never gathered
+SHARDED = ("model", "optimizer")
 
 
 def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
@@ -156,9 +253,10 @@ def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]
     """The trained model, its config and its data facts, from a checkpoint or from an
     export folder: what predict, sample and export load.
     """
-    if Path(path).is_dir():
-        return load_export(Path(path))
-    ckpt = load_checkpoint(path)
+    folder = checkpoint_folder(path)
+    if folder.is_dir() and not folder.name.startswith("step-"):
+        return load_export(folder)
+    ckpt = load_full(folder, {"model", "config", "data"})
     weights_of(ckpt, path)
     cfg, meta = checkpoint_config(ckpt, path)
     model = build_model(cfg)
@@ -235,7 +333,10 @@ def capture(parts: dict, progress: Progress, cfg: Config, data: Data) -> dict:
     return {
         **{name: part.state_dict() for name, part in parts.items()},
         **dataclasses.asdict(progress),
-        "rng": rng_states(),
+        # DCP writes a non-tensor key once, as if all ranks held the same: one key per
+        # rank keeps every stream
+        f"rng_{dist.get_rank() if dist.is_initialized() else 0}": rng_state(),
+        "world": dist.get_world_size() if dist.is_initialized() else 1,
         "config": dataclasses.asdict(cfg),
         "data": data.meta,
     }
@@ -247,15 +348,24 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
     """
     try:
         for name, part in parts.items():
-            if isinstance(part, nn.Module):
+            if name in SHARDED:
+                # DCP fills this rank's shards from whatever ranks wrote them: 2 ranks'
+                # folder loads on 1 or 3.
+                state = {name: part.state_dict()}
+                dcp.load(state, checkpoint_id=ckpt["folder"], no_dist=world == 1)
+                part.load_state_dict(state[name])
+            elif name not in ckpt:
+                # DCP drops an empty state_dict (a disabled GradScaler's)
+                part.load_state_dict({})
+            elif isinstance(part, nn.Module):
                 load_model_state(part, ckpt[name])
             else:
                 part.load_state_dict(ckpt[name])
         fields = dataclasses.fields(Progress)
         progress = Progress(**{f.name: ckpt[f.name] for f in fields})
-        saved_world = len(ckpt["rng"])
+        saved_world = ckpt["world"]
         if saved_world == world:
-            set_rng_state(ckpt["rng"][rank])  # each rank its own random stream
+            set_rng_state(ckpt[f"rng_{rank}"])  # each rank its own random stream
         else:
             # Another number of ranks: each rank's dropout stream starts from (seed,
             # rank, step), as the saved streams belong to other ranks.
@@ -264,7 +374,7 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
             random.seed(seed)
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, CheckpointException) as e:
         # A missing key, another optimizer or another model config: say so in one line.
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
@@ -287,10 +397,13 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     if any(p.is_file() for p in (out_dir, *out_dir.parents)):
         raise ConfigError(f"--out-dir {out_dir}: a file is in the way of that folder")
     if cfg.resume == "auto":
-        return latest_checkpoint(out_dir / "checkpoints/last.pt")
+        folder = latest_folder(out_dir / "checkpoints")
+        return open_run(folder) if folder else None
     if cfg.resume != "none":
-        return load_checkpoint(cfg.resume)
-    held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
+        folder = checkpoint_folder(cfg.resume)
+        check_folder(folder)
+        return open_run(folder)
+    held = [out_dir / "metrics.jsonl", *(out_dir / "checkpoints").glob("step-*")]
     if any(p.exists() for p in held) and not cfg.overwrite:
         raise ConfigError(
             f"{out_dir} already holds a run: continue it with --resume auto, "
@@ -301,6 +414,11 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
         # its last.pt as this run's fallback.
         for old in (out_dir / "checkpoints").glob("*.pt"):
             old.unlink(missing_ok=True)
+        if is_rank0():
+            for old in (out_dir / "checkpoints").glob("step-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            for name in ("latest", "best"):
+                (out_dir / "checkpoints" / name).unlink(missing_ok=True)
     return None
 
 
@@ -312,7 +430,7 @@ def fit_to_world(cfg: Config, ckpt: dict | None, world: int) -> Config:
     if ckpt is None:
         return cfg
     saved = ckpt["config"]
-    old_world = len(ckpt["rng"])
+    old_world = ckpt["world"]
     old = saved["batch_size"] * saved["grad_accum_steps"] * old_world
     if cfg.batch_size * cfg.grad_accum_steps * world == old or cfg.new_global_batch:
         return cfg
@@ -335,31 +453,66 @@ def fit_to_world(cfg: Config, ckpt: dict | None, world: int) -> Config:
     )
 
 
-def rng_states() -> list:
-    """Every rank's RNG state, gathered to all ranks; rank 0 saves them, and each
-    rank restores its own.
+class Saver:
+    """Writes checkpoints/step-NNNNNN/ with torch.distributed.checkpoint, each rank
+    its own shards; then points checkpoints/latest (and best) at it and keeps the
+    last keep_last folders.
     """
-    if not dist.is_initialized():
-        return [rng_state()]
-    states = [None] * dist.get_world_size()
-    dist.all_gather_object(states, rng_state())
-    return states
 
+    def __init__(self, out_dir: Path, cfg: Config):
+        self.checkpoints = out_dir / "checkpoints"
+        self.keep_last, self.use_async = cfg.keep_last, cfg.async_save
+        self.pending = self.group = None
+        self.saved_step = -1
 
-def save(path: Path, state: dict, keep_previous: bool = False) -> None:
-    """Rank 0 writes the checkpoint; the others wait for its verdict, so all ranks
-    leave save() together.
-    """
-    error = [None]
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        try:
-            save_checkpoint(path, state, keep_previous=keep_previous)
-        except FloatingPointError as e:
-            error = [str(e)]
-    if dist.is_initialized():
-        # The others wait here for rank 0's verdict, then at a barrier, so every rank
-        # leaves save() with the checkpoint on disk.
-        dist.broadcast_object_list(error, src=0)
-        dist.barrier()
-    if error[0]:
-        raise FloatingPointError(error[0])
+    def save(self, state: dict, step: int, best: bool = False) -> None:
+        self.wait()
+        folder = self.checkpoints / f"step-{step:06d}"
+        if step == self.saved_step:
+            # the best and the regular save of one step share a folder
+            self.done(folder, best)
+            return
+        one = not dist.is_initialized()
+        if is_rank0() and folder.exists():
+            # an unfinished folder from a killed run: start it afresh
+            shutil.rmtree(folder)
+        if not one:
+            dist.barrier()
+        if self.use_async:
+            if self.group is None and not one:
+                # the background writes' collectives must not interleave with training's
+                self.group = dist.new_group(backend="gloo")
+            future = dcp.async_save(
+                state, checkpoint_id=str(folder), process_group=self.group, no_dist=one
+            )
+            self.pending = future, folder, best
+        else:
+            dcp.save(state, checkpoint_id=str(folder), no_dist=one)
+            self.done(folder, best)
+        self.saved_step = step
+
+    def wait(self) -> None:
+        """Wait for the background save, then point latest at it."""
+        if self.pending is not None:
+            future, folder, best = self.pending
+            self.pending = None
+            future.result()
+            self.done(folder, best)
+
+    def done(self, folder: Path, best: bool) -> None:
+        """On rank 0: replace latest (and best) atomically, then delete the folders
+        past keep_last.
+        """
+        if not is_rank0():
+            return
+        for name in ("latest", "best") if best else ("latest",):
+            tmp = self.checkpoints / f".{name}.tmp"
+            tmp.write_text(folder.name + "\n")
+            os.replace(tmp, self.checkpoints / name)
+        # keep the newest keep_last folders and the best one; 0 keeps all
+        best_file = self.checkpoints / "best"
+        kept = {best_file.read_text().strip()} if best_file.is_file() else set()
+        folders = sorted(self.checkpoints.glob("step-*"))
+        for old in folders[: -self.keep_last] if self.keep_last > 0 else []:
+            if old.name not in kept:
+                shutil.rmtree(old, ignore_errors=True)

@@ -85,6 +85,8 @@ class Config:
     grad_checkpointing: bool = True
     dist_timeout: int = 300
     new_global_batch: bool = False
+    keep_last: int = 2
+    async_save: bool = False
 
     def __post_init__(self):
         problems = []
@@ -151,8 +153,8 @@ HELP = {
     "out_dir": "metrics.jsonl and checkpoints/ go here",
     "log_every": "log the training loss every this many steps",
     "eval_every": "evaluate on the validation split every this many steps",
-    "save_every": "write checkpoints/last.pt every this many steps",
-    "resume": "none, auto (out_dir/checkpoints/last.pt) or a path",
+    "save_every": "write a checkpoints/step-N folder every this many steps",
+    "resume": "none, auto (out_dir/checkpoints/latest) or a path",
     "init_from": "load model weights only from this checkpoint (fine-tune)",
     "data_path": "your data file or folder; empty = synthetic data",
     "val_fraction": "share of the data held out for validation",
@@ -172,6 +174,8 @@ HELP = {
     "grad_checkpointing": "recompute block activations in backward",
     "dist_timeout": "seconds a collective may wait for a peer before failing",
     "new_global_batch": "resume on another number of ranks with a new global batch",
+    "keep_last": "step folders to keep (best is kept too); 0 = all",
+    "async_save": "write checkpoints in the background while training",
 }
 
 

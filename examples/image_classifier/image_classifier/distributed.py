@@ -10,7 +10,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -83,29 +82,24 @@ def gradient_sync(model: nn.Module, enabled: bool):
     return nullcontext()
 
 
-class FullState:
-    """A sharded model or optimizer seen as full, unsharded state_dicts, so that
-    last.pt loads anywhere.
+class Sharded:
+    """A sharded model or optimizer as a state_dict of DTensor shards: what DCP saves
+    and loads, rank by rank.
     """
 
     def __init__(self, model: nn.Module, optimizer=None):
         self.model, self.optimizer = model, optimizer
-        self.options = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
     def state_dict(self) -> dict:
         if self.optimizer is None:
-            return get_model_state_dict(self.model, options=self.options)
-        return get_optimizer_state_dict(
-            self.model, self.optimizer, options=self.options
-        )
+            return get_model_state_dict(self.model)
+        return get_optimizer_state_dict(self.model, self.optimizer)
 
     def load_state_dict(self, state: dict) -> None:
-        # Every rank reads the full state and keeps its own shards.
-        options = StateDictOptions(full_state_dict=True)
         if self.optimizer is None:
-            set_model_state_dict(self.model, state, options=options)
+            set_model_state_dict(self.model, state)
         else:
-            set_optimizer_state_dict(self.model, self.optimizer, state, options=options)
+            set_optimizer_state_dict(self.model, self.optimizer, state)
 
 
 def all_ranks(values: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:

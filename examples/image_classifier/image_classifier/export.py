@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Export a checkpoint's model as safetensors, with its config.",
     )
-    parser.add_argument("checkpoint", help="a .pt checkpoint")
+    parser.add_argument(
+        "checkpoint",
+        help="a step folder, checkpoints/ or its latest file, or a .pt file",
+    )
     parser.add_argument("-o", "--out", required=True, help="the folder to write")
     args = parser.parse_args(argv)
     try:

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Print one prediction per image.",
     )
-    parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
+    parser.add_argument("--checkpoint", default="runs/default/checkpoints/best")
     parser.add_argument(
         "--data-path",
         default="",

@@ -17,19 +17,19 @@ from torch.distributed.tensor import DTensor
 from image_classifier.checkpoint import (
     CheckpointError,
     Progress,
+    Saver,
     capture,
     fit_to_world,
-    load_checkpoint,
+    load_full,
     load_model_state,
     restore,
     resume_from,
-    save,
     weights_of,
 )
 from image_classifier.config import Config, ConfigError, load_config
 from image_classifier.data import DataError, build_datasets, loaders, micro_batches
 from image_classifier.distributed import (
-    FullState,
+    Sharded,
     all_ranks,
     barrier,
     gradient_sync,
@@ -181,7 +181,7 @@ def build(cfg: Config, device: torch.device, rank: int, world: int) -> tuple:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.init_from:
-        weights = weights_of(load_checkpoint(cfg.init_from), cfg.init_from)
+        weights = weights_of(load_full(cfg.init_from, {"model"}), cfg.init_from)
         load_model_state(model, weights)
     # After the identical initial weights, each rank draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
@@ -205,11 +205,12 @@ def train(cfg: Config) -> dict:
         torch.backends.cudnn.benchmark = True
     cfg, data, model, parts = build(cfg, device, rank, world)
     optimizer = parts["optimizer"]
-    # FSDP checkpoints hold full, gathered state_dicts, so last.pt loads into a
-    # single-process model.
-    parts["model"], parts["optimizer"] = FullState(model), FullState(model, optimizer)
+    # the model and optimizer state as DTensor shards: each rank saves and loads only
+    # its own
+    parts["model"], parts["optimizer"] = Sharded(model), Sharded(model, optimizer)
     out_dir = Path(cfg.out_dir)
     ckpt = resume_from(cfg, out_dir)
+    saver = Saver(out_dir, cfg)
     cfg = fit_to_world(cfg, ckpt, world)
     loader, val_loader = loaders(data, cfg, device, rank, world)
     total_steps = cfg.max_steps or cfg.epochs * loader.batch_sampler.steps_per_epoch
@@ -259,12 +260,12 @@ def train(cfg: Config) -> dict:
                 if score < progress.best_val_loss:
                     progress.best_val_loss = score
                     state = capture(parts, progress, cfg, data)
-                    save(out_dir / "checkpoints/best.pt", state)
+                    saver.save(state, step, best=True)
             if save_now or stopping:
                 state = capture(parts, progress, cfg, data)
-                last = out_dir / "checkpoints/last.pt"
-                save(last, state, keep_previous=True)
+                saver.save(state, step)
             if stopping:
+                saver.wait()
                 log.close(step)
                 stop.exit(step)
             if eval_now or save_now:
@@ -285,6 +286,8 @@ def train(cfg: Config) -> dict:
             scheduler.step()
             progress.step += 1
             log.step()
+    # the last background save finishes before train() returns
+    saver.wait()
     log.close(step)
     return metrics
 

@@ -8,7 +8,7 @@ import torch
 
 import image_classifier.checkpoint as checkpoint_module
 import image_classifier.train as train_module
-from image_classifier.checkpoint import load_checkpoint
+from image_classifier.checkpoint import load_full
 from image_classifier.config import Config, ConfigError, load_config
 from image_classifier.data import build_datasets
 from image_classifier.metrics import TIMING
@@ -60,7 +60,7 @@ def test_loss_falls(tmp_path):
 def test_checkpoint_round_trip(tmp_path):
     cfg = tiny(tmp_path, max_steps=10)
     train(cfg)
-    ckpt = load_checkpoint(tmp_path / "checkpoints/last.pt")
+    ckpt = load_full(tmp_path / "checkpoints/latest")
     assert ckpt["step"] == 10
     model = build_model(Config(**ckpt["config"]))
     model.load_state_dict(ckpt["model"])
@@ -83,22 +83,22 @@ def test_exact_resume(tmp_path, monkeypatch):
     full = tiny(tmp_path / "full", max_steps=steps, save_every=steps // 2)
     train(full)
 
-    real_save = checkpoint_module.save_checkpoint
+    real_done = checkpoint_module.Saver.done
 
-    def save_then_die(path, state, **kwargs):
-        real_save(path, state, **kwargs)
-        if path.name == "last.pt" and state["step"] == steps // 2:
+    def save_then_die(self, folder, best):
+        real_done(self, folder, best)
+        if folder.name == f"step-{steps // 2:06d}":
             raise Killed
 
-    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint_module.Saver, "done", save_then_die)
     cut = dataclasses.replace(full, out_dir=str(tmp_path / "cut"))
     with pytest.raises(Killed):
         train(cut)
     monkeypatch.undo()
     train(dataclasses.replace(cut, resume="auto"))
 
-    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
-    b = load_checkpoint(tmp_path / "cut/checkpoints/last.pt")
+    a = load_full(tmp_path / "full/checkpoints/latest")
+    b = load_full(tmp_path / "cut/checkpoints/latest")
     assert a["step"] == b["step"] == steps
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
