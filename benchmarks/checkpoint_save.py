@@ -7,6 +7,7 @@ writing goes on in a background thread until the next save waits for it.
 
     python benchmarks/checkpoint_save.py [--repeat 3]
 
+Each method saves once untimed (a warm-up), then --repeat times; the table gives medians.
 Each method runs in its own torchrun job, so that each rank's peak RSS (the process's
 high-water mark, read after the save and minus its value once the model and the
 optimizer state exist) belongs to that method alone. The ranks run with
@@ -64,7 +65,9 @@ def worker(project: str, method: str, out: str, repeat: int) -> None:
     baseline = peak_mib()
     saver = Saver(Path(out), cfg)
     times, blocked = [], []
-    for step in range(1, repeat + 1):
+    # step 0 is a warm-up, as a run's first save is: the async save's gloo group is made
+    # then, once per run
+    for step in range(repeat + 1):
         dist.barrier()
         start = time.perf_counter()
         if method == "full":
@@ -89,6 +92,7 @@ def worker(project: str, method: str, out: str, repeat: int) -> None:
             saver.wait()
             dist.barrier()
         times.append(time.perf_counter() - start)
+    times, blocked = times[1:], blocked[1:]
     report = dict(
         rank=rank,
         method=method,

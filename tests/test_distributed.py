@@ -177,7 +177,7 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path):
             "-m",
             "fsdpproj.sample",
             "--checkpoint",
-            "runs/f/checkpoints/last.pt",
+            "runs/f/checkpoints",  # the step folder that latest names
             "--prompt",
             "a",
             "--max-new-tokens",
