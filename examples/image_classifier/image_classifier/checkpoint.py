@@ -17,6 +17,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
 from image_classifier.config import Config, ConfigError
@@ -464,6 +465,16 @@ class Saver:
         self.keep_last, self.use_async = cfg.keep_last, cfg.async_save
         self.pending = self.group = None
         self.saved_step = -1
+        if self.use_async:
+            # One stager for the run: its memory copy of the shards is reused by every
+            # save, so only the first one pays for allocating it.
+            options = StagingOptions(
+                use_pinned_memory=False,
+                use_shared_memory=False,
+                use_async_staging=False,
+                use_non_blocking_copy=False,
+            )
+            self.stager = DefaultStager(options)
 
     def save(self, state: dict, step: int, best: bool = False) -> None:
         self.wait()
@@ -483,7 +494,11 @@ class Saver:
                 # the background writes' collectives must not interleave with training's
                 self.group = dist.new_group(backend="gloo")
             future = dcp.async_save(
-                state, checkpoint_id=str(folder), process_group=self.group, no_dist=one
+                state,
+                checkpoint_id=str(folder),
+                process_group=self.group,
+                async_stager=self.stager,
+                no_dist=one,
             )
             self.pending = future, folder, best
         else:
