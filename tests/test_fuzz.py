@@ -2,6 +2,8 @@
 whose code is black-clean and compiles; any argument list and any state files give exit 0,
 or exit 1 (a merge conflict) or 2 with exactly one line on stderr: never a traceback."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -205,3 +207,147 @@ def test_any_state_files_exit_cleanly_and_touch_nothing_outside(
         result = CliRunner().invoke(app, ["update", str(root), *args])
         assert_clean_outcome(args, result)
         assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+
+
+# --- a generated project's command lines and config files ----------------------------------
+
+FLAG_VALUES = [
+    *("abc", "1.5", "-1", "0", "1", "3", "nan", "-inf", "1e999", "", "=", "--", "é"),
+    *("9" * 5000, "0x10", "1_0", " 3", "true", "cuda:x", "cuda:99", "auto", "a b", "-"),
+]
+FLAG_TOKENS = st.one_of(
+    st.sampled_from(
+        [
+            *("--lr", "--batch-size", "--seed", "--betas", "--dropout", "--device"),
+            *("--channels", "--hidden-dims", "--d-model", "--n-heads", "--ema-decay"),
+            *("--no-compile", "--compile", "--resume", "--config", "--lrr", "-x", "--lr="),
+            *("--epochs", "--max-steps", "--val-fraction", "--out-dir", "--precision"),
+            *FLAG_VALUES,
+        ]
+    ),
+    st.text(max_size=6),
+)
+TOML_VALUES = [
+    *('"x"', "1", "-1", "0", "2.5", "nan", "inf", "true", "[]", "[1, 2.5]", '["a"]'),
+    *("[1, [2]]", "{a = 1}", "1979-05-27", "07:32:00", "9" * 400, "[1, 2]", "0.9"),
+]
+TOML_KEYS_OF_A_PROJECT = [
+    *("lr", "batch_size", "betas", "channels", "hidden_dims", "seed", "device"),
+    *("dropout", "image_size", "precision", "ema_decay", "bogus", "x.y", '"a b"'),
+]
+TOML_FILES = st.one_of(
+    st.lists(
+        st.tuples(st.sampled_from(TOML_KEYS_OF_A_PROJECT), st.sampled_from(TOML_VALUES)),
+        max_size=4,
+    ).map(lambda pairs: "".join(f"{k} = {v}\n" for k, v in pairs).encode()),
+    st.binary(max_size=30),
+)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """A CNN and a GPT project with most options on, imported for the whole module."""
+    pytest.importorskip("torch")
+    from conftest import ProjectImport, make_project
+
+    root = tmp_path_factory.mktemp("cli")
+    cnn = make_project(root, "fzcnn", model="cnn", ema=True, amp=True)
+    gpt = make_project(root, "fzgpt", model="gpt", amp=True, compile=True)
+    with ProjectImport(cnn, "fzcnn") as c, ProjectImport(gpt, "fzgpt") as g:
+        yield {"cnn": c, "gpt": g}
+
+
+def project_outcome(call) -> tuple[int, str]:
+    """Run call(); return (exit code, stderr): 0 when it returns."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            call()
+            return 0, err.getvalue()
+        except SystemExit as e:
+            return e.code, err.getvalue()
+
+
+@pytest.mark.slow
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    key=st.sampled_from(["cnn", "gpt"]),
+    module=st.sampled_from(["config", "export", "predict"]),
+    tokens=st.lists(FLAG_TOKENS, max_size=6),
+    toml=st.one_of(st.none(), TOML_FILES),
+)
+def test_any_flags_and_config_file_of_a_project_exit_cleanly(generated, key, module, tokens, toml):
+    """A generated CLI given any arguments (and any --config file) parses them, or stops
+    with exit 1 or 2 and one line on stderr: never a traceback nor a usage block."""
+    if key == "gpt" and module == "predict":
+        module = "config"  # sample.py's flags: not yet (#13 leftovers of the text data work)
+    p = generated[key]
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = list(tokens)
+        if toml is not None:
+            (Path(tmp) / "c.toml").write_bytes(toml)
+            argv = ["--config", str(Path(tmp) / "c.toml"), *argv]
+        here = os.getcwd()
+        os.chdir(tmp)  # a checkpoint path in the arguments is looked for here
+        try:
+            target = p.module(module)
+            call = target.load_config if module == "config" else target.main
+            code, err = project_outcome(lambda: call(argv))
+        finally:
+            os.chdir(here)
+    assert "Traceback" not in err, (argv, err)
+    if code == 0 and "-h" not in argv and "--help" not in argv:
+        return
+    if code == 0:  # --help: the usage goes to stdout
+        assert not err, (argv, err)
+        return
+    assert code in (1, 2), (argv, code, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, module, err)
+
+
+JSON_VALUES = st.one_of(
+    st.integers(-3, 10), st.floats(), st.booleans(), st.none(), st.text(max_size=4)
+)
+EVENT = st.dictionaries(
+    st.sampled_from(["step", "split", "loss", "epoch", "lr", "accuracy"]),
+    st.one_of(JSON_VALUES, st.sampled_from(["train", "val"])),
+)
+METRICS_LINES = st.lists(
+    st.one_of(
+        EVENT.map(json.dumps).map(str.encode),
+        st.sampled_from([b"5", b"[1]", b'{"step": 1', b"null", b'"x"', b"", b"\xff\xfe"]),
+        st.binary(max_size=12),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lines=METRICS_LINES, resume_step=st.integers(0, 5))
+def test_any_metrics_jsonl_resumes_with_notes(generated, lines, resume_step):
+    """--resume auto over a metrics.jsonl with torn, damaged or foreign lines keeps the
+    whole events up to the checkpoint's step and drops the others with a one-line note."""
+    p = generated["cnn"]
+    metrics, run_folder = p.module("metrics"), p.module("run").RunFolder
+
+    class Run:  # the run folder's own event() over whatever the file held
+        best = last = None
+        rates: dict = {}
+
+        def event(self, event):
+            run_folder.event(self, event)
+
+        def write(self, step, status="running"):
+            pass
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "metrics.jsonl"
+        path.write_bytes(b"\n".join(lines))
+        code, err = project_outcome(
+            lambda: metrics.MetricsLog(path, resume_step, 10, Run()).close(resume_step)
+        )
+        kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert code == 0 and "Traceback" not in err, err
+    assert all(e["step"] <= resume_step for e in kept)
+    assert all(line.startswith("note: ") for line in err.splitlines()), err

@@ -22,7 +22,7 @@ def run_main(p, module, argv, capsys):
     "argv, needle",
     [
         (["--lrr", "0.1"], "unknown field 'lrr' (did you mean 'lr'?)"),
-        (["--batch-size", "ten"], "argument --batch-size: invalid int value"),
+        (["--batch-size", "ten"], "error: --batch-size: 'ten' is not a whole number"),
         (["--lr", "0"], "lr must be > 0"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
         (["--max-steps", "-1"], "max_steps must be >= 0"),
@@ -32,7 +32,81 @@ def test_config_errors_exit_2_before_training(project, tmp_path, capsys, argv, n
     with project("cfgerr") as p:
         code, err = run_main(p, "train", argv + ["--out-dir", str(tmp_path)], capsys)
     assert code == 2 and needle in err and "Traceback" not in err
+    assert err.count("\n") == 1, err
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "module, argv, needle",
+    [
+        ("train", ["--lr", "abc"], "error: --lr: 'abc' is not a number (see --help)"),
+        ("train", ["--batch-size", "1.5"], "--batch-size: '1.5' is not a whole number"),
+        ("train", ["--hidden-dims", "8", "x"], "--hidden-dims: 'x' is not a whole number"),
+        ("train", ["--lr"], "--lr: expected one argument"),
+        ("train", ["--seed", "1", "2"], "unexpected argument '2'"),
+        ("predict", ["--bogus"], "unrecognized arguments: --bogus"),
+        ("predict", ["--checkpoint"], "--checkpoint: expected one argument"),
+        ("export", [], "the following arguments are required"),
+    ],
+)
+def test_flag_errors_are_one_line_not_a_usage_block(project, capsys, module, argv, needle):
+    with project("flagerr") as p:
+        code, err = run_main(p, module, argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert err.startswith("error: ") and "usage:" not in err
+
+
+def test_missing_tensorboard_is_one_line_naming_the_pip_install(project, monkeypatch):
+    """A --tensorboard project run where tensorboard is not installed."""
+    for name in [m for m in sys.modules if m.startswith("torch.utils.tensorboard")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard fails
+    with project("notb", tensorboard=True) as p, pytest.raises(SystemExit) as exit_info:
+        p.module("train")
+    message = exit_info.value.code  # a str: Python prints it to stderr and exits 1
+    assert isinstance(message, str) and "\n" not in message
+    assert message.startswith("error: ") and "pip install tensorboard" in message
+
+
+def has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def test_a_zh_project_errors_and_logs_in_chinese(project, tmp_path, capsys):
+    """#17: config errors, checkpoint errors and the printed metric lines of a --lang zh
+    project are Chinese; field names and numbers stay as they are."""
+    with project("zhcuo", lang="zh") as p:
+        code, err = run_main(p, "train", ["--lr", "0", "--dropout", "2"], capsys)
+        assert code == 2 and has_cjk(err) and "lr" in err and "dropout" in err, err
+        assert err.count("\n") == 1, err
+        code, err = run_main(p, "train", ["--batch-size", "1.5"], capsys)
+        assert code == 2 and has_cjk(err) and "--batch-size" in err and "1.5" in err, err
+        ckpt = p.module("checkpoint")
+        (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+        for path in (tmp_path / "broken.pt", tmp_path / "missing.pt"):
+            with pytest.raises(ckpt.CheckpointError) as error:
+                ckpt.load_checkpoint(path)
+            assert has_cjk(str(error.value)) and path.name in str(error.value)
+        with pytest.raises(FloatingPointError, match="inf 或 nan"):
+            ckpt.save_checkpoint(tmp_path / "nan.pt", {"w": torch.tensor([float("nan")])})
+
+        class Run:  # what MetricsLog tells the run folder
+            def event(self, event):
+                pass
+
+            def write(self, step, status=None):
+                pass
+
+        metrics = p.module("metrics")
+        log = metrics.MetricsLog(tmp_path / "metrics.jsonl", None, 10, Run())
+        log.write("val", 3, 0, loss=0.5)
+        log.close(3)
+        with (tmp_path / "metrics.jsonl").open("a") as f:
+            f.write('{"step": 4, "spl')  # torn by a crash
+        assert len(metrics.read_events(tmp_path / "metrics.jsonl")) == 1
+        lines = capsys.readouterr().err.splitlines()
+    assert "val 第 3 步：loss=0.5" in lines, lines
+    assert any(has_cjk(line) and "metrics.jsonl:2" in line for line in lines), lines
 
 
 def test_config_file_errors(project, tmp_path, capsys):

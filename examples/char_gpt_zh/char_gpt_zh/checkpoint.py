@@ -28,9 +28,8 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> Non
     最新文件损坏时可以退回使用。
     """
     if not all_finite(state):
-        raise FloatingPointError(
-            f"not writing {path}: the weights or optimizer state hold inf or nan"
-        )
+        text = "不写入 {}：权重或优化器状态中有 inf 或 nan"
+        raise FloatingPointError(text.format(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     # 用普通的 open() 创建文件，权限由 umask 决定，共享文件系统上同组的人也能读取。
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -83,17 +82,15 @@ def load_checkpoint(path: str | Path) -> dict:
         # https://pytorch.org/docs/stable/notes/serialization.html#weights-only
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
+        raise CheckpointError(f"找不到检查点 {path}") from None
     except Exception as e:
         # 只取一行：torch 拒绝 pickle 时的说明有十几行
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({reason})"
-        ) from None
+        text = "{path} 不是可读取的检查点（{reason}）"
+        raise CheckpointError(text.format(path=path, reason=reason)) from None
     if not isinstance(state, dict):
-        raise CheckpointError(
-            f"{path} holds a {type(state).__name__}, not a checkpoint dict"
-        )
+        text = "{path} 里是一个 {kind}，而不是检查点字典"
+        raise CheckpointError(text.format(path=path, kind=type(state).__name__))
     return state
 
 

@@ -1,4 +1,6 @@
-"""训练配置：一个 dataclass；每个字段既是 --命令行参数，也是 TOML 文件中的键。"""
+"""训练配置：一个 dataclass；每个字段既是一个命令行参数（如 --batch-size），也是 TOML
+文件里的一个键。
+"""
 
 import argparse
 import dataclasses
@@ -13,34 +15,35 @@ class ConfigError(ValueError):
     """配置的值或名称有误；命令行只打印一行错误并以退出码 2 结束。"""
 
 
-# 每个字段的取值范围，在创建 Config 时检查：（报错信息里的说法，检查条件）。概率超出 [0,
-# 1] 或尺寸为 0 的值，否则要到 PyTorch 深处才出错，并留下一长串 traceback。
+# 每个字段的取值范围，在创建 Config 时检查；每项是（报错时的说法，检查条件）。
+# 不在这里检查的话，超出 `[0, 1]` 的概率或为 0 的尺寸要到 PyTorch 深处才出错，
+# 还会留下一长串 traceback。
 RANGES = {
-    "batch_size": (">= 1", lambda v: v >= 1),
-    "grad_accum_steps": (">= 1", lambda v: v >= 1),
-    "log_every": (">= 1", lambda v: v >= 1),
-    "eval_every": (">= 1", lambda v: v >= 1),
-    "save_every": (">= 1", lambda v: v >= 1),
-    "seq_len": (">= 1", lambda v: v >= 1),
-    "d_model": (">= 1", lambda v: v >= 1),
-    "n_heads": (">= 1", lambda v: v >= 1),
-    "n_layers": (">= 1", lambda v: v >= 1),
-    "d_ff": (">= 1", lambda v: v >= 1),
-    "corpus_chars": (">= 1", lambda v: v >= 1),
-    "vocab_size": (">= 1", lambda v: v >= 1),
-    "max_steps": (">= 0", lambda v: v >= 0),
-    "num_workers": (">= 0", lambda v: v >= 0),
-    "weight_decay": (">= 0", lambda v: v >= 0),
-    "grad_clip": (">= 0", lambda v: v >= 0),
-    "min_lr": (">= 0", lambda v: v >= 0),
-    "lr": ("> 0", lambda v: v > 0),
-    "warmup_steps": (">= -1", lambda v: v >= -1),
-    "dropout": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "attn_dropout": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "ema_decay": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "betas": ("in [0, 1)", lambda v: 0 <= v < 1),
-    "val_fraction": ("in (0, 1)", lambda v: 0 < v < 1),
-    "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),
+    "batch_size": ("大于等于 1", lambda v: v >= 1),
+    "grad_accum_steps": ("大于等于 1", lambda v: v >= 1),
+    "log_every": ("大于等于 1", lambda v: v >= 1),
+    "eval_every": ("大于等于 1", lambda v: v >= 1),
+    "save_every": ("大于等于 1", lambda v: v >= 1),
+    "seq_len": ("大于等于 1", lambda v: v >= 1),
+    "d_model": ("大于等于 1", lambda v: v >= 1),
+    "n_heads": ("大于等于 1", lambda v: v >= 1),
+    "n_layers": ("大于等于 1", lambda v: v >= 1),
+    "d_ff": ("大于等于 1", lambda v: v >= 1),
+    "corpus_chars": ("大于等于 1", lambda v: v >= 1),
+    "vocab_size": ("大于等于 1", lambda v: v >= 1),
+    "max_steps": ("大于等于 0", lambda v: v >= 0),
+    "num_workers": ("大于等于 0", lambda v: v >= 0),
+    "weight_decay": ("大于等于 0", lambda v: v >= 0),
+    "grad_clip": ("大于等于 0", lambda v: v >= 0),
+    "min_lr": ("大于等于 0", lambda v: v >= 0),
+    "lr": ("大于 0", lambda v: v > 0),
+    "warmup_steps": ("大于等于 -1", lambda v: v >= -1),
+    "dropout": ("在 [0, 1] 内", lambda v: 0 <= v <= 1),
+    "attn_dropout": ("在 [0, 1] 内", lambda v: 0 <= v <= 1),
+    "ema_decay": ("在 [0, 1] 内", lambda v: 0 <= v <= 1),
+    "betas": ("在 [0, 1) 内", lambda v: 0 <= v < 1),
+    "val_fraction": ("在 (0, 1) 内", lambda v: 0 < v < 1),
+    "seed": ("在 [0, 2**32) 内", lambda v: 0 <= v < 2**32),
 }
 # 40 亿个数：fp32 下就是 16 GB，还没算梯度和优化器状态。
 MAX_NUMBERS = 2**32
@@ -87,37 +90,33 @@ class Config:
             value = getattr(self, f.name)
             values = value if isinstance(value, list) else [value]
             if f.name in RANGES and not all(RANGES[f.name][1](v) for v in values):
-                problems.append(f"{f.name} must be {RANGES[f.name][0]}, got {value}")
+                want, text = RANGES[f.name][0], "{name} 必须{want}，而不是 {value}"
+                problems.append(text.format(name=f.name, want=want, value=value))
             elif any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                problems.append(f"{f.name} must be a finite number, got {value}")
+                text = "{name} 必须是有限的数，而不是 {value}"
+                problems.append(text.format(name=f.name, value=value))
         if self.max_steps == 0 and self.epochs < 1:
-            problems.append(
-                f"epochs must be >= 1 when max_steps is 0, got {self.epochs}"
-            )
+            text = "max_steps 为 0 时，epochs 必须大于等于 1，而不是 {}"
+            problems.append(text.format(self.epochs))
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            problems.append(
-                f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
-            )
+            text = "device 必须是 auto、cpu、cuda、cuda:N 或 mps，而不是 {!r}"
+            problems.append(text.format(self.device))
         if len(self.betas) != 2:
-            problems.append(f"betas must be two numbers, got {self.betas}")
+            text = "betas 必须是两个数，而不是 {}"
+            problems.append(text.format(self.betas))
         if self.d_model % max(self.n_heads, 1):
-            problems.append(
-                f"d_model must be divisible by n_heads, got {self.d_model} and "
-                f"{self.n_heads}"
-            )
+            text = "d_model 必须能被 n_heads 整除，现在分别是 {d_model} 和 {n_heads}"
+            problems.append(text.format(d_model=self.d_model, n_heads=self.n_heads))
         params, numbers = self.footprint() if not problems else (0, 0)
+        smaller = "；请把尺寸调小"
         if params > MAX_NUMBERS:
-            problems.append(
-                f"the model would have about {params:.2g} parameters, more than "
-                "memory holds; use smaller sizes"
-            )
+            text = "模型将有约 {:.2g} 个参数，内存放不下"
+            problems.append(text.format(params) + smaller)
         if numbers > MAX_NUMBERS and not self.data_path:
-            problems.append(
-                f"the synthetic data would hold about {numbers:.2g} numbers, more "
-                "than memory holds; use smaller sizes"
-            )
+            text = "合成数据将有约 {:.2g} 个数，内存放不下"
+            problems.append(text.format(numbers) + smaller)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("；".join(problems))
 
     def footprint(self) -> tuple[int, int]:
         """粗略估算模型的参数量和合成数据里的数值个数，让离谱的尺寸在配置阶段就报错，
@@ -195,19 +194,50 @@ def _unknown(name: str) -> str:
     return message.format(name=name, hint=hint, fields=", ".join(FIELDS))
 
 
+class Parser(argparse.ArgumentParser):
+    """出错时只打印一行、以退出码 2 结束的 argparse 解析器，和配置错误一样；argparse
+    自带的解析器会先打印整段用法。
+    """
+
+    def error(self, message: str):
+        text = "错误：{}（用法见 --help）"
+        self.stop(text.format(message.removeprefix("argument ")))
+
+    def stop(self, message: str):
+        """以退出码 2 结束，并把这条信息打印成一行：用户输入的值里可能带有换行符。"""
+        self.exit(2, " ".join(message.splitlines()) + "\n")
+
+
+# 命令行参数的值无法解析时给出的提示，按字段类型区分。
+NOT_A = {int: "{!r} 不是整数", float: "{!r} 不是数字"}
+
+
+def flag_type(kind: type):
+    """该类型字段在 argparse 中的类型转换：返回转换后的值，否则用一行说明原因。"""
+
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(NOT_A[kind].format(text)) from None
+
+    return parse
+
+
 def load_config(argv: list[str] | None = None) -> Config:
-    """先读取可选的 --config TOML 文件，再用 --字段 命令行参数覆盖，构建 Config。
+    """先读取可选的 --config TOML 文件，再用命令行参数（如 --lr 0.01）覆盖其中的值，
+    构建 Config。
     未知的名称会被拒绝而不是忽略：否则像 --lrr 0.1
     这样的拼写错误会悄悄地用默认学习率训练，没人会发现。
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="训练模型。命令行参数优先于 --config 文件。",
         allow_abbrev=False,
         argument_default=argparse.SUPPRESS,
         add_help=False,
     )
     parser.add_argument("-h", "--help", action="help", help="显示这份帮助并退出")
-    parser.add_argument("--config", help="TOML 文件，每行一个 字段 = 值")
+    parser.add_argument("--config", help="TOML 配置文件，每行写一个“字段 = 值”")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         text = HELP[f.name].replace("%", "%%")  # argparse 会用 % 格式化说明文字
@@ -216,10 +246,11 @@ def load_config(argv: list[str] | None = None) -> Config:
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text
             )
         elif hasattr(f.type, "__args__"):
-            item = f.type.__args__[0]
-            parser.add_argument(flag, dest=f.name, type=item, nargs="+", help=text)
+            kind = flag_type(f.type.__args__[0])
+            parser.add_argument(flag, dest=f.name, type=kind, nargs="+", help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=f.type, help=text)
+            kind = flag_type(f.type)
+            parser.add_argument(flag, dest=f.name, type=kind, help=text)
     args, unknown = parser.parse_known_args(argv)
     try:
         for arg in unknown:
@@ -244,4 +275,4 @@ def load_config(argv: list[str] | None = None) -> Config:
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
         message = "错误：{}"
-        parser.exit(2, message.format(e) + "\n")
+        parser.stop(message.format(e))

@@ -1,12 +1,12 @@
 """导出：把模型权重存为 safetensors，并附上预测和采样所需的配置与数据信息。"""
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from char_gpt_zh.checkpoint import CheckpointError, load_trained, safetensors_torch
+from char_gpt_zh.config import Parser
 
 
 def export(checkpoint: str, out: Path, raw: bool = False) -> None:
@@ -24,7 +24,7 @@ def export(checkpoint: str, out: Path, raw: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="把检查点中的模型导出为 safetensors，并附上配置。",
     )
     parser.add_argument("checkpoint", help="一个 .pt 检查点")

@@ -38,7 +38,7 @@ class MetricsLog:
         self.bar = tqdm(
             total=total_steps,
             initial=resume_step or 0,
-            desc="train",
+            desc="训练",
             disable=self.lines,
         )
 
@@ -57,7 +57,8 @@ class MetricsLog:
             self.run.write(step)
         text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
         if self.lines:
-            print(f"{split} step {step}: {text}", file=sys.stderr)
+            line = "{split} 第 {step} 步：{values}"
+            print(line.format(split=split, step=step, values=text), file=sys.stderr)
         elif split == "train":
             self.bar.set_postfix_str(text)
 
@@ -68,14 +69,32 @@ class MetricsLog:
 
 
 def read_events(path: Path) -> list[dict]:
-    """读取 metrics.jsonl 中的事件；崩溃时被截断的一行会被丢弃，并给出提示。"""
+    """读取 metrics.jsonl 中的事件；崩溃时被截断或以其他方式损坏的行会被丢弃，
+    并给出提示。
+    """
     events = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    # 不是 UTF-8 的字节只会损坏它所在的那一行。
+    text = path.read_bytes().decode(errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
-            print(f"note: {path}:{number} is a torn line; dropped", file=sys.stderr)
+            event = None
+        if is_event(event):
+            events.append(event)
+        else:
+            note = "提示：{path}:{line} 这一行不完整或已损坏，已丢弃"
+            print(note.format(path=path, line=number), file=sys.stderr)
     return events
+
+
+def is_event(event: object) -> bool:
+    """可以接着使用的一行：带整数 step 的 JSON 对象，验证事件还要有 loss。
+    崩溃会让最后一行写到一半；磁盘错误或手动编辑可能损坏任何一行。
+    """
+    if not isinstance(event, dict) or type(event.get("step")) is not int:
+        return False
+    return event.get("split") == "train" or isinstance(event.get("loss"), (int, float))
 
 
 # 每块 GPU 的稠密峰值 FLOP/s：（bf16 或 fp16，TF32），数据来自厂商的规格表。

@@ -61,7 +61,8 @@ class MetricsLog:
             self.run.write(step)
         text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
         if self.lines:
-            print(f"{split} step {step}: {text}", file=sys.stderr)
+            line = "{split} step {step}: {values}"
+            print(line.format(split=split, step=step, values=text), file=sys.stderr)
         elif split == "train":
             self.bar.set_postfix_str(text)
 
@@ -72,14 +73,33 @@ class MetricsLog:
 
 
 def read_events(path: Path) -> list[dict]:
-    """The events of a metrics.jsonl; a line torn by a crash is dropped with a note."""
+    """The events of a metrics.jsonl; a line torn by a crash, or otherwise damaged,
+    is dropped with a note.
+    """
     events = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    # Bytes that are not UTF-8 spoil only their own line.
+    text = path.read_bytes().decode(errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
-            print(f"note: {path}:{number} is a torn line; dropped", file=sys.stderr)
+            event = None
+        if is_event(event):
+            events.append(event)
+        else:
+            note = "note: {path}:{line} is a torn or damaged line; dropped"
+            print(note.format(path=path, line=number), file=sys.stderr)
     return events
+
+
+def is_event(event: object) -> bool:
+    """A line the run can go on from: a JSON object with an integer step, and a loss
+    for a validation event. A crash tears the last line; a disk error or an editor
+    can damage any.
+    """
+    if not isinstance(event, dict) or type(event.get("step")) is not int:
+        return False
+    return event.get("split") == "train" or isinstance(event.get("loss"), (int, float))
 
 
 # Dense peak FLOP/s per GPU: (bf16 or fp16, TF32), from the vendors' data sheets.

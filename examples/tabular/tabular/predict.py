@@ -1,16 +1,16 @@
 """Predict: python -m tabular.predict --checkpoint PATH [--data-path FILE]"""
 
-import argparse
 import sys
 
 import torch
 
 from tabular.checkpoint import CheckpointError, load_trained
+from tabular.config import Parser
 from tabular.data import DataError, build_datasets, encode, read_csv
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Print one prediction per example.",
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")

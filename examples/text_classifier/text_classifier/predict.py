@@ -1,16 +1,16 @@
 """Predict: python -m text_classifier.predict --checkpoint PATH [--data-path FILE]"""
 
-import argparse
 import sys
 
 import torch
 
 from text_classifier.checkpoint import CheckpointError, load_trained
+from text_classifier.config import Parser
 from text_classifier.data import DataError, build_datasets, encode, read_tsv
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Print one prediction per line of text.",
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
