@@ -32,9 +32,8 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> None:
     """Write to a temporary file, fsync it, then rename it over the target."""
     if not all_finite(state):
-        raise FloatingPointError(
-            f"not writing {path}: the weights or optimizer state hold inf or nan"
-        )
+        text = "not writing {}: the weights or optimizer state hold inf or nan"
+        raise FloatingPointError(text.format(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     # A plain open() gives the file the mode the umask allows, so the group can read it
     # on a shared file system.
@@ -89,13 +88,11 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as e:
         # one line: torch's explanation of a refused pickle runs to a dozen
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({reason})"
-        ) from None
+        text = "{path} is not a readable checkpoint ({reason})"
+        raise CheckpointError(text.format(path=path, reason=reason)) from None
     if not isinstance(state, dict):
-        raise CheckpointError(
-            f"{path} holds a {type(state).__name__}, not a checkpoint dict"
-        )
+        text = "{path} holds a {kind}, not a checkpoint dict"
+        raise CheckpointError(text.format(path=path, kind=type(state).__name__))
     return state
 
 

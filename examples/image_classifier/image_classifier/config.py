@@ -94,37 +94,34 @@ class Config:
             value = getattr(self, f.name)
             values = value if isinstance(value, list) else [value]
             if f.name in RANGES and not all(RANGES[f.name][1](v) for v in values):
-                problems.append(f"{f.name} must be {RANGES[f.name][0]}, got {value}")
+                want, text = RANGES[f.name][0], "{name} must be {want}, got {value}"
+                problems.append(text.format(name=f.name, want=want, value=value))
             elif any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                problems.append(f"{f.name} must be a finite number, got {value}")
+                text = "{name} must be a finite number, got {value}"
+                problems.append(text.format(name=f.name, value=value))
         if self.max_steps == 0 and self.epochs < 1:
-            problems.append(
-                f"epochs must be >= 1 when max_steps is 0, got {self.epochs}"
-            )
+            text = "epochs must be >= 1 when max_steps is 0, got {}"
+            problems.append(text.format(self.epochs))
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            problems.append(
-                f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
-            )
+            text = "device must be auto, cpu, cuda, cuda:N or mps, got {!r}"
+            problems.append(text.format(self.device))
         if len(self.betas) != 2:
-            problems.append(f"betas must be two numbers, got {self.betas}")
+            text = "betas must be two numbers, got {}"
+            problems.append(text.format(self.betas))
         if self.image_size < 2 ** len(self.channels):
             # Each stage's max pooling halves the image; a side of 0 pixels is an error
             # inside the model.
-            problems.append(
-                f"image_size must be >= {2 ** len(self.channels)} for "
-                f"{len(self.channels)} conv stages, got {self.image_size}"
-            )
+            text = "image_size must be >= {least} for {stages} conv stages, got {got}"
+            stages, size = len(self.channels), self.image_size
+            problems.append(text.format(stages=stages, least=2**stages, got=size))
         params, numbers = self.footprint() if not problems else (0, 0)
+        smaller = "; use smaller sizes"
         if params > MAX_NUMBERS:
-            problems.append(
-                f"the model would have about {params:.2g} parameters, more than "
-                "memory holds; use smaller sizes"
-            )
+            text = "the model would have ~{:.2g} parameters, more than memory holds"
+            problems.append(text.format(params) + smaller)
         if numbers > MAX_NUMBERS and not self.data_path:
-            problems.append(
-                f"the synthetic data would hold about {numbers:.2g} numbers, more "
-                "than memory holds; use smaller sizes"
-            )
+            text = "synthetic data would hold ~{:.2g} numbers, more than memory holds"
+            problems.append(text.format(numbers) + smaller)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -208,9 +205,43 @@ def _unknown(name: str) -> str:
     return message.format(name=name, hint=hint, fields=", ".join(FIELDS))
 
 
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line and exit code 2, like the
+    config's; argparse's own prints its whole usage first.
+    """
+
+    def error(self, message: str):
+        text = "error: {} (see --help)"
+        self.stop(text.format(message.removeprefix("argument ")))
+
+    def stop(self, message: str):
+        """Exit with code 2 and this message on one line: a value the user typed may
+        hold a line break.
+        """
+        self.exit(2, " ".join(message.splitlines()) + "\n")
+
+
+# What a flag value that does not parse is told, by the field's type.
+NOT_A = {int: "{!r} is not a whole number", float: "{!r} is not a number"}
+
+
+def flag_type(kind: type):
+    """argparse's type for a field of this type: the value, or a one-line reason why
+    not.
+    """
+
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(NOT_A[kind].format(text)) from None
+
+    return parse
+
+
 def load_config(argv: list[str] | None = None) -> Config:
     """Build a Config from an optional --config TOML file, then --field flags on top."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Train the model. Flags win over the --config file.",
         allow_abbrev=False,
         argument_default=argparse.SUPPRESS,
@@ -226,10 +257,11 @@ def load_config(argv: list[str] | None = None) -> Config:
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text
             )
         elif hasattr(f.type, "__args__"):
-            item = f.type.__args__[0]
-            parser.add_argument(flag, dest=f.name, type=item, nargs="+", help=text)
+            kind = flag_type(f.type.__args__[0])
+            parser.add_argument(flag, dest=f.name, type=kind, nargs="+", help=text)
         else:
-            parser.add_argument(flag, dest=f.name, type=f.type, help=text)
+            kind = flag_type(f.type)
+            parser.add_argument(flag, dest=f.name, type=kind, help=text)
     args, unknown = parser.parse_known_args(argv)
     try:
         for arg in unknown:
@@ -254,4 +286,4 @@ def load_config(argv: list[str] | None = None) -> Config:
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
         message = "error: {}"
-        parser.exit(2, message.format(e) + "\n")
+        parser.stop(message.format(e))

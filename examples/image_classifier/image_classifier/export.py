@@ -2,13 +2,13 @@
 predict or sample need.
 """
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from image_classifier.checkpoint import CheckpointError, load_trained, safetensors_torch
+from image_classifier.config import Parser
 
 
 def export(checkpoint: str, out: Path, raw: bool = False) -> None:
@@ -27,7 +27,7 @@ def export(checkpoint: str, out: Path, raw: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Export a checkpoint's model as safetensors, with its config.",
     )
     parser.add_argument(

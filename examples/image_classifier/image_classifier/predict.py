@@ -1,12 +1,12 @@
 """Predict: python -m image_classifier.predict --checkpoint PATH [--data-path FILE]"""
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 from image_classifier.checkpoint import CheckpointError, load_trained
+from image_classifier.config import Parser
 from image_classifier.data import (
     DataError,
     build_datasets,
@@ -17,7 +17,7 @@ from image_classifier.data import (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Print one prediction per image.",
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best")
