@@ -97,10 +97,10 @@ def test_augmentation_is_a_function_of_seed_and_key(cnn, tmp_path):
         assert all(2 * n <= k < 3 * n for k in keys) and len(set(keys)) == len(keys)
 
 
-def test_loss_falls_with_augmentation_and_workers_and_predict_uses_the_stats(cnn, tmp_path, capsys):
+def test_loss_falls_with_augmentation_and_predict_uses_the_saved_stats(cnn, tmp_path, capsys):
     folder = write_images(tmp_path / "imgs")
     with ProjectImport(*cnn) as p:
-        cfg = tiny(p, tmp_path, folder, max_steps=40, eval_every=40, num_workers=2, lr=3e-3)
+        cfg = tiny(p, tmp_path, folder, max_steps=40, eval_every=40, lr=3e-3)
         p.module("train").train(cfg)
         ckpt = p.module("checkpoint").load_checkpoint(tmp_path / "run/checkpoints/last.pt")
         capsys.readouterr()
@@ -110,7 +110,7 @@ def test_loss_falls_with_augmentation_and_workers_and_predict_uses_the_stats(cnn
     assert val[-1]["loss"] < 0.7 * val[0]["loss"]
     # the normalization statistics are the training images', saved for predict
     assert all(0.3 < m < 0.6 for m in ckpt["data"]["mean"]), ckpt["data"]
-    assert ckpt["config"]["augment"] and ckpt["config"]["num_workers"] == 2
+    assert ckpt["config"]["augment"]
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
     assert len(rows) == 36
     right = sum(os.path.basename(os.path.dirname(f)) == label for f, label in rows)
@@ -186,4 +186,7 @@ def test_kill_9_of_an_image_folder_run_with_workers_resumes_exactly(tmp_path):
         rows = map(json.loads, path.read_text().splitlines())
         return [{k: v for k, v in row.items() if k not in timing} for row in rows]
 
-    assert events(root / "full/metrics.jsonl") == events(root / "cut/metrics.jsonl")
+    full_events = events(root / "full/metrics.jsonl")
+    assert full_events == events(root / "cut/metrics.jsonl")
+    val = [e["loss"] for e in full_events if e["split"] == "val"]
+    assert val[-1] < 0.7 * val[0]  # it learns, with 2 workers and augmentation

@@ -130,7 +130,9 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     # Each rank evaluates every world-th example: no padding repeats, so the summed
     # metrics equal one process's.
     val = Subset(data.val, range(rank, len(data.val), world))
-    return train, DataLoader(val, batch_size=cfg.batch_size, **workers)
+    return train, DataLoader(
+        val, batch_size=cfg.batch_size, generator=torch.Generator(), **workers
+    )
 
 
 class KeyedTensors(TensorDataset):
@@ -245,7 +247,8 @@ class ImageFolder(Dataset):
         and every random choice is drawn from (seed, key), so a resumed run or any
         worker draws the same crop and flip.
         """
-        file, size = os.fsdecode(self.files[key % len(self.files)]), self.size
+        i, size = key % len(self.files), self.size
+        file = os.fsdecode(self.files[i])
         # A generator per sample: no global RNG state that workers or a resume would
         # have to share.
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
@@ -253,9 +256,8 @@ class ImageFolder(Dataset):
         Image = pillow()
         try:
             with Image.open(file) as image:
-                image = image.convert("RGB")
-                box = random_box(*image.size, *draw) if self.augment else None
-                box = box or center_box(*image.size)
+                image, (w, h) = image.convert("RGB"), image.size
+                box = random_box(w, h, *draw) if self.augment else center_box(w, h)
                 image = image.resize((size, size), Image.Resampling.BILINEAR, box)
                 pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         # PIL raises OSError, SyntaxError or ValueError for a truncated or mislabelled
@@ -265,7 +267,7 @@ class ImageFolder(Dataset):
         x = pixels.view(size, size, 3).permute(2, 0, 1).float() / 255
         if self.augment and flip < 0.5:
             x = x.flip(-1)
-        return (x - self.mean) / self.std, self.labels[key % len(self.files)]
+        return (x - self.mean) / self.std, self.labels[i]
 
 
 def channel_stats(files: list[Path], cfg: Config) -> dict:
@@ -290,20 +292,19 @@ def image_folders(cfg: Config) -> Data:
     """
     root = Path(cfg.data_path)
     pillow()
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        files, labels = index_classes(root / "train")
+    layout = (root / "train").is_dir() and (root / "val").is_dir()
+    files, labels = index_classes(root / "train" if layout else root)
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise DataError(f"{cfg.data_path}: every image is of class {classes[0]!r}")
+    if layout:
         val_files, val_labels = index_classes(root / "val")
-        classes = sorted(set(labels))
         if unknown := sorted(set(val_labels) - set(classes)):
             raise DataError(f"{root / 'val'} has classes not in train/: {unknown}")
     else:
-        files, labels = index_classes(root)
-        classes = sorted(set(labels))
         train, val = (part.tolist() for part in split(len(files), cfg))
         val_files, val_labels = [files[i] for i in val], [labels[i] for i in val]
         files, labels = [files[i] for i in train], [labels[i] for i in train]
-    if len(classes) < 2:
-        raise DataError(f"{cfg.data_path}: every image is of class {classes[0]!r}")
     index = {c: i for i, c in enumerate(classes)}
     y, val_y = (torch.tensor([index[c] for c in ls]) for ls in (labels, val_labels))
     meta = {**channel_stats(files, cfg), "classes": classes}
