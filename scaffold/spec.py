@@ -443,6 +443,7 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("channels", "list[int]", [32, 64], "width of each conv stage; each halves the size"),
         F("batch_norm", "bool", True, "batch normalization after each convolution"),
         F("dropout", "float", 0.25, "dropout before the linear head"),
+        F("augment", "bool", True, "image folders: random resized crop and flip"),
         F("num_samples", "int", 2048, "size of the synthetic data set"),
     ),
     ("model", "transformer"): (
@@ -568,6 +569,7 @@ CONFIG_HELP_ZH: dict[str, str] = {
     "width of each conv stage; each halves the size": "每个卷积阶段的通道数；每个阶段把尺寸减半",
     "batch normalization after each convolution": "每个卷积之后做批归一化",
     "dropout before the linear head": "线性输出层之前的 dropout 比例",
+    "image folders: random resized crop and flip": "图像目录：随机缩放裁剪和水平翻转",
     "tokens in the vocabulary (inferred from your data)": "词表中的词元数（从你的数据推断）",
     "tokens per example; longer ones are cut": "每个样本的词元数；更长的会被截断",
     "width of the residual stream": "残差流的宽度",

@@ -76,6 +76,7 @@ class Config:
     channels: list[int] = field(default_factory=lambda: [32, 64])
     batch_norm: bool = True
     dropout: float = 0.25
+    augment: bool = True
     num_samples: int = 2048
     num_classes: int = 4
     label_smoothing: float = 0.0
@@ -162,6 +163,7 @@ HELP = {
     "channels": "width of each conv stage; each halves the size",
     "batch_norm": "batch normalization after each convolution",
     "dropout": "dropout before the linear head",
+    "augment": "image folders: random resized crop and flip",
     "num_samples": "size of the synthetic data set",
     "num_classes": "number of classes (inferred from your data)",
     "label_smoothing": "cross-entropy label smoothing (Szegedy et al.)",

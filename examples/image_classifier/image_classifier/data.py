@@ -3,20 +3,31 @@
 """
 
 import math
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from image_classifier.config import Config
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+STATS_IMAGES = 500  # training images decoded to estimate the normalization
+PLAIN = {"mean": [0.0] * 3, "std": [1.0] * 3}  # no normalization: pixels in [0, 1]
 
 
 class DataError(ValueError):
     """Data that cannot be used: a missing file, a non-numeric column, too few rows."""
+
+    def __init__(self, message: str):
+        if message.startswith("Caught DataError"):
+            # An error raised in a DataLoader worker comes back wrapped in its
+            # traceback: keep its last line, the message.
+            message = message.rstrip().rsplit("DataError: ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclass
@@ -72,6 +83,10 @@ class GlobalBatches(Sampler[list[int]]):
         # the epoch's order depends on (seed, epoch) alone
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g)
+        # Each index carries its epoch (key = epoch * n + index). Persistent workers
+        # hold their own copy of the data set, so the epoch must travel with the index,
+        # not in an attribute.
+        order += self.epoch * self.n
         for start in range(self.start, self.usable, self.batch_size * self.world):
             mine = start + self.rank * self.batch_size
             yield order[mine : mine + self.batch_size].tolist()
@@ -115,7 +130,18 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     # Each rank evaluates every world-th example: no padding repeats, so the summed
     # metrics equal one process's.
     val = Subset(data.val, range(rank, len(data.val), world))
-    return train, DataLoader(val, batch_size=cfg.batch_size, **workers)
+    return train, DataLoader(
+        val, batch_size=cfg.batch_size, generator=torch.Generator(), **workers
+    )
+
+
+class KeyedTensors(TensorDataset):
+    """In-memory tensors that take GlobalBatches' keys (epoch * len + index) as the
+    image folder does.
+    """
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, ...]:
+        return super().__getitem__(key % len(self))
 
 
 def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,45 +164,161 @@ def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def read_images(
-    path: str, image_size: int
-) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Every image under a folder whose sub-folders name the classes, resized and
-    scaled to [0, 1].
-    """
+def pillow():
+    """Pillow's Image module, or one line naming the pip install."""
     try:
         from PIL import Image
     except ImportError:
         raise DataError(
             "reading an image folder needs Pillow: pip install pillow"
         ) from None
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return Image
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under a folder, in a fixed (sorted) order: paths only,
+    nothing decoded.
+    """
+    pillow()
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
-    images = []
-    for file in files:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise DataError(f"no images ({suffixes}) under {folder}")
+    return sorted(files)
+
+
+def index_classes(root: Path) -> tuple[list[Path], list[str]]:
+    """Index a folder of class sub-folders: the path and class of each image, none
+    decoded.
+    """
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
+    if not folders:
+        raise DataError(f"{root} has no class folders (one sub-folder per class)")
+    files, labels = [], []
+    for folder in folders:
+        found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise DataError(f"the class folder {folder} holds no images")
+        files += sorted(found)
+        labels += [folder.name] * len(found)
+    return files, labels
+
+
+def random_box(w: int, h: int, scale: float, ratio: float, left: float, top: float):
+    """A crop of 8-100% of the area with an aspect ratio in [3/4, 4/3] (as in
+    Inception training), clamped to the image; from four uniform draws.
+    """
+    area = w * h * (0.08 + 0.92 * scale)
+    aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * ratio)
+    cw, ch = min(w, math.sqrt(area * aspect)), min(h, math.sqrt(area / aspect))
+    x, y = left * (w - cw), top * (h - ch)
+    return x, y, x + cw, y + ch
+
+
+def center_box(w: int, h: int) -> tuple[float, float, float, float]:
+    """The largest centred square: resizing it is resize-then-center-crop in one
+    step.
+    """
+    side = min(w, h)
+    return (w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2
+
+
+class ImageFolder(Dataset):
+    """Images decoded on demand, in the DataLoader's workers: the data set holds
+    paths, never pixels.
+    """
+
+    def __init__(self, files, labels, cfg: Config, meta: dict, augment: bool = False):
+        check_channels(3, meta)
+        # One NumPy array of bytes, not a list of str: forked workers reading a list
+        # touch its refcounts and copy its pages, so a large index would grow every
+        # worker's memory.
+        self.files = np.array([os.fsencode(f) for f in files])
+        self.labels, self.augment = labels, augment
+        self.size, self.seed = cfg.image_size, cfg.seed
+        self.mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
+        self.std = torch.tensor(meta["std"]).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """key = epoch * len + index (from GlobalBatches): the image is key % len,
+        and every random choice is drawn from (seed, key), so a resumed run or any
+        worker draws the same crop and flip.
+        """
+        i, size = key % len(self.files), self.size
+        file = os.fsdecode(self.files[i])
+        # A generator per sample: no global RNG state that workers or a resume would
+        # have to share.
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
+        *draw, flip = torch.rand(5, generator=g).tolist()
+        Image = pillow()
         try:
             with Image.open(file) as image:
-                image = image.convert("RGB").resize((image_size, image_size))
+                image, (w, h) = image.convert("RGB"), image.size
+                box = random_box(w, h, *draw) if self.augment else center_box(w, h)
+                image = image.resize((size, size), Image.Resampling.BILINEAR, box)
                 pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         # PIL raises OSError, SyntaxError or ValueError for a truncated or mislabelled
         # file.
         except (OSError, SyntaxError, ValueError) as e:
             raise DataError(f"{file} is not a readable image ({e})") from None
-        images.append(
-            pixels.view(image_size, image_size, 3).permute(2, 0, 1).float() / 255
-        )
-    labels = [file.parent.name for file in files]
-    return torch.stack(images), labels, [str(file) for file in files]
+        x = pixels.view(size, size, 3).permute(2, 0, 1).float() / 255
+        if self.augment and flip < 0.5:
+            x = x.flip(-1)
+        return (x - self.mean) / self.std, self.labels[i]
+
+
+def channel_stats(files: list[Path], cfg: Config) -> dict:
+    """Per-channel mean and std of a bounded, seeded sample of training images
+    (validation transform), saved for predict.
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    sample = [files[i] for i in torch.randperm(len(files), generator=g)[:STATS_IMAGES]]
+    plain = ImageFolder(sample, torch.zeros(len(sample)), cfg, PLAIN)
+    sums = torch.zeros(2, 3, dtype=torch.float64)
+    for x, _ in DataLoader(plain, batch_size=64, num_workers=cfg.num_workers):
+        x = x.double()
+        sums += torch.stack([x.mean((2, 3)), x.square().mean((2, 3))]).sum(1)
+    mean, square = sums / len(sample)
+    std = (square - mean.square()).clamp_min(1e-12).sqrt()
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def image_folders(cfg: Config) -> Data:
+    """Class folders, split by the seed or given as train/ and val/, indexed and not
+    loaded.
+    """
+    root = Path(cfg.data_path)
+    pillow()
+    layout = (root / "train").is_dir() and (root / "val").is_dir()
+    files, labels = index_classes(root / "train" if layout else root)
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise DataError(f"{cfg.data_path}: every image is of class {classes[0]!r}")
+    if layout:
+        val_files, val_labels = index_classes(root / "val")
+        if unknown := sorted(set(val_labels) - set(classes)):
+            raise DataError(f"{root / 'val'} has classes not in train/: {unknown}")
+    else:
+        train, val = (part.tolist() for part in split(len(files), cfg))
+        val_files, val_labels = [files[i] for i in val], [labels[i] for i in val]
+        files, labels = [files[i] for i in train], [labels[i] for i in train]
+    index = {c: i for i, c in enumerate(classes)}
+    y, val_y = (torch.tensor([index[c] for c in ls]) for ls in (labels, val_labels))
+    meta = {**channel_stats(files, cfg), "classes": classes}
+    sizes = dict(in_channels=3, image_size=cfg.image_size, num_classes=len(classes))
+    return Data(
+        ImageFolder(files, y, cfg, meta, augment=cfg.augment),
+        ImageFolder(val_files, val_y, cfg, meta),
+        sizes,
+        meta,
+    )
 
 
 def read_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x (N, C, H, W) and, if present, y (N) from a NumPy .npz file."""
-    try:
-        import numpy as np
-    except ImportError:
-        raise DataError("reading a .npz file needs NumPy: pip install numpy") from None
     # A .npy, a CSV, a damaged zip or an object array (a pickle, refused): one line
     # naming the file.
     try:
@@ -206,31 +348,21 @@ def read_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return x, y
 
 
-def load_images(
-    path: str, cfg: Config
-) -> tuple[torch.Tensor, list | torch.Tensor | None]:
-    """Images and their labels from a .npz file or a folder of class sub-folders."""
-    if not Path(path).exists():
-        raise DataError(f"no data file or folder at {path}")
-    if Path(path).is_dir():
-        x, labels, _ = read_images(path, cfg.image_size)
-        return x, labels
-    return read_npz(path)
-
-
 def build_datasets(cfg: Config) -> Data:
     """Train and validation datasets, the sizes they imply, and what predict needs
     later.
     """
+    if cfg.data_path and not Path(cfg.data_path).exists():
+        raise DataError(f"no data file or folder at {cfg.data_path}")
+    if cfg.data_path and Path(cfg.data_path).is_dir():
+        return image_folders(cfg)
     if cfg.data_path:
-        x, labels = load_images(cfg.data_path, cfg)
+        x, labels = read_npz(cfg.data_path)
         if labels is None:
             raise DataError(
                 f"{cfg.data_path} has no labels (an array y, or class folders)"
             )
-        labels = [
-            str(v) for v in (labels.tolist() if torch.is_tensor(labels) else labels)
-        ]
+        labels = [str(v) for v in labels.tolist()]
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise DataError(f"{cfg.data_path}: every image is of class {labels[0]!r}")
@@ -249,16 +381,20 @@ def build_datasets(cfg: Config) -> Data:
     meta["classes"] = classes
     sizes["num_classes"] = len(classes)
     return Data(
-        TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val]), sizes, meta
+        KeyedTensors(x[train], y[train]), KeyedTensors(x[val], y[val]), sizes, meta
     )
+
+
+def check_channels(channels: int, meta: dict) -> None:
+    if channels != len(meta["mean"]):
+        raise DataError(
+            f"the images have {channels} channels; the model was trained on "
+            f"{len(meta['mean'])}"
+        )
 
 
 def encode(meta: dict, x: torch.Tensor) -> torch.Tensor:
     """Scale raw images as in training, with the statistics from the checkpoint."""
-    if x.shape[1] != len(meta["mean"]):
-        raise DataError(
-            f"the images have {x.shape[1]} channels; the model was trained on "
-            f"{len(meta['mean'])}"
-        )
+    check_channels(x.shape[1], meta)
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -4,14 +4,16 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from image_classifier.checkpoint import CheckpointError, load_trained
 from image_classifier.config import Parser
 from image_classifier.data import (
     DataError,
+    ImageFolder,
     build_datasets,
     encode,
-    read_images,
+    image_files,
     read_npz,
 )
 
@@ -31,23 +33,27 @@ def main(argv: list[str] | None = None) -> None:
         model, cfg, meta = load_trained(args.checkpoint)
         names = None
         if not args.data_path:
-            x, _ = build_datasets(cfg).val.tensors
+            data = build_datasets(cfg).val
         elif Path(args.data_path).is_dir():
-            x, _, names = read_images(args.data_path, cfg.image_size)
-            x = encode(meta, x)
+            # Decoded batch by batch: memory stays bounded whatever the folder's size.
+            names = image_files(Path(args.data_path))
+            data = ImageFolder(names, torch.zeros(len(names)), cfg, meta)
         else:
-            x = encode(meta, read_npz(args.data_path)[0])
+            data = TensorDataset(encode(meta, read_npz(args.data_path)[0]))
+        model.eval()
+        # A TSV with a header: each prediction next to the row (or file) it is for.
+        print(("file" if names else "row") + "\tprediction")
+        row = 0
+        for batch in DataLoader(data, cfg.batch_size, num_workers=cfg.num_workers):
+            with torch.no_grad():
+                output = model(batch[0])
+            predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
+            for p in predictions:
+                print(f"{names[row] if names else row + 1}\t{p}")
+                row += 1
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    model.eval()
-    with torch.no_grad():
-        output = model(x)
-    predictions = [meta["classes"][i] for i in output.argmax(dim=-1).tolist()]
-    # A TSV with a header: each prediction next to the row (or file) it is for.
-    print(("file" if names else "row") + "\tprediction")
-    for i, p in enumerate(predictions):
-        print(f"{names[i] if names else i + 1}\t{p}")
 
 
 if __name__ == "__main__":

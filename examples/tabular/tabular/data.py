@@ -108,7 +108,9 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     train = DataLoader(
         data.train, batch_sampler=batches, generator=torch.Generator(), **workers
     )
-    return train, DataLoader(data.val, batch_size=cfg.batch_size, **workers)
+    return train, DataLoader(
+        data.val, batch_size=cfg.batch_size, generator=torch.Generator(), **workers
+    )
 
 
 def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,7 +113,9 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     # Each rank evaluates every world-th example: no padding repeats, so the summed
     # metrics equal one process's.
     val = Subset(data.val, range(rank, len(data.val), world))
-    return train, DataLoader(val, batch_size=cfg.batch_size, **workers)
+    return train, DataLoader(
+        val, batch_size=cfg.batch_size, generator=torch.Generator(), **workers
+    )
 
 
 def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
