@@ -184,7 +184,7 @@ def test_an_mlflow_run_killed_and_resumed_is_one_run_with_each_step_once(
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1 and runs[0].info.run_id == ckpt["tracker"]["run_id"]
     assert runs[0].info.status == "FINISHED"
-    assert runs[0].data.params["max_steps"] == "16"
+    assert runs[0].data.params["max_steps"] == "16" and runs[0].data.tags["resumes"] == "1"
     for key, split in (("train/loss", "train"), ("val/loss", "val")):
         steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, key)]
         events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -436,8 +436,8 @@ def test_a_sweep_killed_with_sigkill_keeps_its_finished_trials_and_resumes_the_t
     root = make_project(tmp_path, "swk", sweep=True)
     out = tmp_path / "sweep"
     toml = SWEEP.format(out=str(out)).replace("trials = 6", "trials = 3")
-    toml = toml.replace("max_steps = 8", "max_steps = 200").replace(
-        "save_every = 4", "save_every = 20"
+    toml = toml.replace("max_steps = 8", "max_steps = 80").replace(
+        "save_every = 4", "save_every = 8"
     )
     (root / "sweep.toml").write_text(toml)
     command = [sys.executable, "-m", "swk.sweep", "--config", "sweep.toml"]
@@ -460,5 +460,5 @@ def test_a_sweep_killed_with_sigkill_keeps_its_finished_trials_and_resumes_the_t
     for folder, log in logs.items():  # the finished trials did not run again
         assert (out / folder / "metrics.jsonl").read_bytes() == log
     history = json.loads((out / "trial-002/run.json").read_text())["history"]
-    assert len(history) == 1 and history[0]["resumed_at"] >= 20
+    assert len(history) == 1 and history[0]["resumed_at"] >= 8
     assert (out / "best.toml").exists()
