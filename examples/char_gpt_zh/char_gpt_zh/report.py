@@ -69,6 +69,10 @@ def plot(runs: list[dict], out: Path) -> list[str]:
                     label = run["label"] + (f" {split}" if len(lines) > 1 else "")
                     ax.plot(steps, values, style, color=f"C{i % 10}", label=label)
         if ax.lines:
+            values = [v for line in ax.lines for v in line.get_ydata()]
+            # 下降超过 10 倍的损失在对数坐标上更易读
+            if name == "loss" and 0 < min(values) and 10 * min(values) < max(values):
+                ax.set_yscale("log")
             ax.set(xlabel="step", ylabel=name, title=name)
             ax.legend(fontsize="small")
             fig.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = [read_run(folder) for folder in args.runs]
     # 用目录名标注每次运行；两个目录同名时改用路径。
     labels = [run["folder"].name for run in runs]
+    unique = len(set(labels)) == len(labels)
     for run in runs:
-        unique = len(set(labels)) == len(labels)
         run["label"] = run["folder"].name if unique else str(run["folder"])
     args.out.mkdir(parents=True, exist_ok=True)
     drawn = plot(runs, args.out)

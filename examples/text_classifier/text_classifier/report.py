@@ -72,6 +72,10 @@ def plot(runs: list[dict], out: Path) -> list[str]:
                     label = run["label"] + (f" {split}" if len(lines) > 1 else "")
                     ax.plot(steps, values, style, color=f"C{i % 10}", label=label)
         if ax.lines:
+            values = [v for line in ax.lines for v in line.get_ydata()]
+            # a loss falling by more than 10x reads better on a log scale
+            if name == "loss" and 0 < min(values) and 10 * min(values) < max(values):
+                ax.set_yscale("log")
             ax.set(xlabel="step", ylabel=name, title=name)
             ax.legend(fontsize="small")
             fig.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
@@ -113,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = [read_run(folder) for folder in args.runs]
     # Label runs by folder name, or by path when two names collide.
     labels = [run["folder"].name for run in runs]
+    unique = len(set(labels)) == len(labels)
     for run in runs:
-        unique = len(set(labels)) == len(labels)
         run["label"] = run["folder"].name if unique else str(run["folder"])
     args.out.mkdir(parents=True, exist_ok=True)
     drawn = plot(runs, args.out)
