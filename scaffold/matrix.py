@@ -12,7 +12,9 @@ from scaffold.spec import OPTIONS, ProjectSpec, build_spec
 
 def values(name: str) -> tuple:
     option = next(o for o in OPTIONS if o.name == name)
-    return (False, True) if option.is_flag else option.values
+    if option.is_flag:
+        return (False, True)
+    return tuple(c.value for c in option.choices if not c.alias)
 
 
 def combinations(axes: tuple[str, ...], name: str = "proj") -> Iterator[ProjectSpec]:

@@ -20,6 +20,7 @@ from scaffold.errors import SpecError
 class Choice:
     value: str
     help: str
+    alias: bool = False  # another name for a setting the spec records otherwise
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ OPTIONS: tuple[Option, ...] = (
             Choice("none", "metrics.jsonl and the run folder only"),
             Choice("mlflow", "MLflow: <out_dir>/mlflow.db unless MLFLOW_TRACKING_URI is set"),
             Choice("wandb", "Weights & Biases, offline unless WANDB_MODE says otherwise"),
+            Choice("tensorboard", "TensorBoard event files: the same as --tensorboard", alias=True),
         ),
         files={"mlflow": ("{pkg}/tracking.py",), "wandb": ("{pkg}/tracking.py",)},
     ),
@@ -366,6 +368,8 @@ def build_spec(name: str, **given: str | bool | None) -> ProjectSpec:
                 f"{option.flag} applies only to --model {' or '.join(option.models)}, not {model}"
             )
         values[option.name] = value if option.is_flag else _check_choice(option, value)
+    if values["tracker"] == "tensorboard":  # an alias: TensorBoard is its own flag
+        values["tracker"], values["tensorboard"] = "none", True
     spec = ProjectSpec(name=name, package=package, **values)
     for rule in RULES:
         if rule.when(spec):

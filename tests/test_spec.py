@@ -107,3 +107,11 @@ def test_option_values_of_the_wrong_type_are_refused(option, value):
     """As a hand-edited .dlgen.toml gives them: `ema = "false"` must not turn EMA on."""
     with pytest.raises(SpecError, match=f"--{option}"):
         build_spec("demo", **{option: value})
+
+
+def test_tracker_tensorboard_is_the_tensorboard_flag():
+    # The issue's `--tracker tensorboard`: the same project as `--tensorboard`, recorded so.
+    spec = build_spec("x", tracker="tensorboard")
+    assert (spec.tracker, spec.tensorboard) == ("none", True)
+    assert spec == build_spec("x", tensorboard=True)
+    assert spec.answers()["tracker"] == "none"
