@@ -87,7 +87,11 @@ def test_a_stopped_run_says_so_and_a_resume_rebuilds_its_summary(tmp_path, monke
         monkeypatch.undo()
         running = json.loads((out / "summary.json").read_text())
         assert running["status"] == "running" and running["last"]["step"] == 8
+        # a run.json or summary.json torn by the crash costs a warning, not the resume
+        (out / "run.json").write_text('{"history": [')
+        (out / "summary.json").write_bytes(b"\xff")
         train_module.train(dataclasses.replace(cfg, out_dir=str(out), resume="auto"))
+    assert [h["resumed_at"] for h in json.loads((out / "run.json").read_text())["history"]] == [8]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["tokens"] == 12 * 32 * 8
     events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -3,11 +3,12 @@
 所以正在进行的运行也能用。
 """
 
-import argparse
 import json
 import sys
 import tomllib
 from pathlib import Path
+
+from char_gpt_zh.config import Parser
 
 # 每项一张图：画出其中每个（数据划分，指标）的曲线，每次运行一种颜色；
 # 项目没有记录的指标不画。
@@ -107,7 +108,7 @@ def table(runs: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Compare runs: plots and report.md.")
+    parser = Parser(description="Compare runs: plots and report.md.")
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir)")
     parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
     args = parser.parse_args(argv)

@@ -51,6 +51,18 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> dict:
+    """run.json 或 summary.json 读不出来时（写到一半时崩溃，或被手工改坏），
+    给出一条警告后重新写：丢了历史记录不该让续训停下来。
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        print(f"warning: {path}: {e}; writing it anew", file=sys.stderr)
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def to_toml(cfg: Config) -> str:
     """以 TOML 写出解析后的完整配置：--config <out_dir>/config.toml
     会再训练出同样的结果。
@@ -109,12 +121,13 @@ class RunFolder:
         (out_dir / "config.toml").write_text(to_toml(cfg))
         facts = machine(device, world)
         path = out_dir / "run.json"
+        record = {**GENERATED, **facts, "history": []}
         if resumed is not None and path.exists():
             # 续训的运行保留第一次启动的记录，把自己的记录追加到 history 中。
-            record = json.loads(path.read_text())
+            old = read_json(path)
+            if isinstance(old.get("history"), list):
+                record = old
             record["history"].append({"resumed_at": resumed, **facts})
-        else:
-            record = {**GENERATED, **facts, "history": []}
         write_json(path, record)
         self.per_step = cfg.batch_size * cfg.grad_accum_steps * world
         self.tokens_per_step = self.per_step * cfg.seq_len
@@ -123,7 +136,7 @@ class RunFolder:
         old = out_dir / "summary.json"
         if resumed is not None and old.exists():
             # 之前几次启动花的时间也计入这次运行的总耗时。
-            self.wall = json.loads(old.read_text()).get("wall_time", 0.0)
+            self.wall = read_json(old).get("wall_time", 0.0)
 
     def event(self, event: dict) -> None:
         """记录最佳和最新的验证指标，以及日志里的吞吐量。"""

@@ -51,6 +51,19 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> dict:
+    """A run.json or summary.json that cannot be read (a crash while it was written,
+    an edit) is written anew with a warning: losing its history must not stop a
+    resume.
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        print(f"warning: {path}: {e}; writing it anew", file=sys.stderr)
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def to_toml(cfg: Config) -> str:
     """The resolved config as TOML: --config <out_dir>/config.toml trains the same
     run again.
@@ -112,13 +125,14 @@ class RunFolder:
         (out_dir / "config.toml").write_text(to_toml(cfg))
         facts = machine(device, world)
         path = out_dir / "run.json"
+        record = {**GENERATED, **facts, "history": []}
         if resumed is not None and path.exists():
             # A resumed run keeps the first start's record and appends its own to
             # history.
-            record = json.loads(path.read_text())
+            old = read_json(path)
+            if isinstance(old.get("history"), list):
+                record = old
             record["history"].append({"resumed_at": resumed, **facts})
-        else:
-            record = {**GENERATED, **facts, "history": []}
         write_json(path, record)
         self.per_step = cfg.batch_size * cfg.grad_accum_steps * world
         self.best = self.last = None
@@ -126,7 +140,7 @@ class RunFolder:
         old = out_dir / "summary.json"
         if resumed is not None and old.exists():
             # The time of the earlier starts counts towards the run's wall time.
-            self.wall = json.loads(old.read_text()).get("wall_time", 0.0)
+            self.wall = read_json(old).get("wall_time", 0.0)
 
     def event(self, event: dict) -> None:
         """Track the best and last validation metrics and the logged throughput."""

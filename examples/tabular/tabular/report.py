@@ -3,11 +3,12 @@ overlaid and writes report.md, one row per run. Reads only the run folders, so i
 works on a run still in progress.
 """
 
-import argparse
 import json
 import sys
 import tomllib
 from pathlib import Path
+
+from tabular.config import Parser
 
 # One plot per entry: its (split, metric) curves, one color per run; metrics a project
 # does not log are left out.
@@ -110,7 +111,7 @@ def table(runs: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Compare runs: plots and report.md.")
+    parser = Parser(description="Compare runs: plots and report.md.")
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir)")
     parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
     args = parser.parse_args(argv)
