@@ -70,7 +70,7 @@ OPTIONS: tuple[Option, ...] = (
             "mlp": ("{pkg}/predict.py",),
             "cnn": ("{pkg}/predict.py",),
             "transformer": ("{pkg}/predict.py",),
-            "gpt": ("{pkg}/sample.py",),
+            "gpt": ("{pkg}/sample.py", "{pkg}/prepare.py"),
         },
     ),
     Option(
@@ -455,7 +455,8 @@ CONFIG_FIELDS: dict[str | tuple[str, str], tuple[ConfigField, ...]] = {
         F("dropout", "float", 0.1, "dropout on embeddings and residual branches"),
         F("attn_dropout", "float", 0.0, "dropout on attention weights (0 keeps SDPA fused)"),
         F("norm_first", "bool", True, "pre-norm (LayerNorm before each sublayer)"),
-        F("tokenizer", "str", "char", "how your TSV text is split: char or word"),
+        F("tokenizer", "str", "char", "how your TSV text is split: char, word or bpe"),
+        F("bpe_vocab_size", "int", 1000, "vocabulary a bpe tokenizer learns from your TSV"),
         F("num_samples", "int", 2048, "size of the synthetic data set"),
     ),
     ("model", "gpt"): (
@@ -567,7 +568,8 @@ CONFIG_HELP_ZH: dict[str, str] = {
     "dropout on embeddings and residual branches": "嵌入和残差分支上的 dropout 比例",
     "dropout on attention weights (0 keeps SDPA fused)": "注意力权重上的 dropout 比例（为 0 时 SDPA 保持融合算子）",
     "pre-norm (LayerNorm before each sublayer)": "前置归一化（每个子层之前做 LayerNorm）",
-    "how your TSV text is split: char or word": "TSV 文本的切分方式：char（按字符）或 word（按词）",
+    "how your TSV text is split: char, word or bpe": "TSV 文本的切分方式：char（按字符）、word（按词）或 bpe",
+    "vocabulary a bpe tokenizer learns from your TSV": "bpe 分词器从你的 TSV 中学到的词表大小",
     "sequences per micro-batch": "每个微批次的序列数",
     "characters in the vocabulary (inferred from the text)": "词表中的字符数（从文本推断）",
     "context length in characters": "上下文长度（字符数）",
