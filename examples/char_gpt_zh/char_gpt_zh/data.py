@@ -2,7 +2,6 @@
 python -m char_gpt_zh.prepare 生成的词元分片目录。
 """
 
-import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,17 +11,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from char_gpt_zh.config import Config
+from char_gpt_zh.prepare import Chars, DataError, char_vocab, read_text, token_dtype
 
-# 每次读取的字节数：无论语料多大，内存占用都保持不变
-BLOCK = 1 << 22
 # 验证最多读取这么多个窗口，均匀分布在留出的词元上
 MAX_VAL_WINDOWS = 1024
-
-
-class DataError(ValueError):
-    """无法使用的数据：文件缺失、为空、是二进制或不是 UTF-8 编码，分片与 meta.json
-    不符，或者文本短于一个窗口。
-    """
 
 
 @dataclass
@@ -105,54 +97,6 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     return train, DataLoader(data.val, batch_size=cfg.batch_size, **workers)
 
 
-def bpe_library():
-    """Hugging Face tokenizers 是可选依赖，只在使用 BPE 分词器时才导入。"""
-    try:
-        import tokenizers
-    except ImportError:
-        needed = 'tokenizers is needed for --tokenizer bpe: pip install -e ".[bpe]"'
-        raise DataError(needed) from None
-    return tokenizers
-
-
-def train_bpe(texts, vocab_size: int, special: list[str]) -> str:
-    """在这些文本上训练一个字节级 BPE 分词器（与 GPT-2 相同），返回它的 JSON。
-    不下载任何东西：从 256 个字节开始学。
-    """
-    tokenizers = bpe_library()
-    byte_level = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
-    bpe.pre_tokenizer = byte_level
-    bpe.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=special,
-        initial_alphabet=byte_level.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(texts, trainer)
-    return bpe.to_str()
-
-
-class BPE:
-    """训练好的字节级 BPE 分词器，由它的 JSON 重建（保存在 meta.json
-    所在目录和检查点中）。
-    """
-
-    def __init__(self, json_text: str):
-        self.tokenizer = bpe_library().Tokenizer.from_str(json_text)
-        self.size = self.tokenizer.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        # 逐行编码，在多个线程中并行；切分处与整段编码时的切分处相同。
-        lines = self.tokenizer.encode_batch_fast(text.splitlines(keepends=True))
-        return [i for line in lines for i in line.ids]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-
 def synthetic_text(cfg: Config) -> str:
     """由 40 个虚构单词上的随机马尔可夫链生成的句子。
     文本在两个尺度上有结构：单词的拼写，以及哪个词可以跟在哪个词后面，
@@ -176,73 +120,6 @@ def synthetic_text(cfg: Config) -> str:
         size += len(out[-1])
         word = int(successors[word, int(torch.randint(3, (1,), generator=g))])
     return "".join(out)[: cfg.corpus_chars]
-
-
-def read_text(path: Path, start: int = 0, end: int | None = None):
-    """按块读取文件字节区间 [start, end) 的 UTF-8 文本：二进制文件（含 NUL 字节）
-    或其他编码会被拒绝，并给出文件名。
-    """
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = (end if end is not None else path.stat().st_size) - start
-        while left > 0:
-            data = f.read(min(BLOCK, left))
-            if not data:
-                break
-            if b"\0" in data:
-                raise DataError(f"{path} is binary, not text (it holds NUL bytes)")
-            try:
-                text = decoder.decode(data, final=len(data) == left)
-            except UnicodeDecodeError as e:
-                where = f.tell() - len(data) + e.start
-                raise DataError(f"{path} is not UTF-8 text (byte {where})") from None
-            left -= len(data)
-            yield text
-
-
-def code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-
-
-def char_vocab(texts) -> list[str]:
-    """文本中出现的所有字符，按码位排序（即 sorted(set(text))，但内存占用不变）。"""
-    seen = np.zeros(0x110000, dtype=bool)
-    for text in texts:
-        seen[code_points(text)] = True
-    return [chr(c) for c in np.flatnonzero(seen)]
-
-
-class Chars:
-    """字符与 id 互相转换，借助一张覆盖所有码位的查找表：numpy 每秒可以编码几十 MB。"""
-
-    def __init__(self, vocab: list[str]):
-        self.vocab, self.size = vocab, len(vocab)
-        self.table = np.full(0x110000, -1, dtype=np.int64)
-        self.table[[ord(ch) for ch in vocab]] = np.arange(len(vocab))
-
-    def encode(self, text: str) -> np.ndarray:
-        ids = self.table[code_points(text)]
-        if (ids < 0).any():
-            unknown = sorted(set(text) - set(self.vocab))
-            raise DataError(f"characters outside the vocabulary: {unknown[:10]}")
-        return ids
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.vocab[i] for i in ids)
-
-
-def load_tokenizer(meta: dict) -> Chars | BPE:
-    """检查点的数据元信息所描述的分词器，所以 sample 不需要别的文件。"""
-    if meta.get("tokenizer", "char") == "bpe":
-        return BPE(meta["tokenizer_json"])
-    return Chars(meta["vocab"])
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
 class Shard:

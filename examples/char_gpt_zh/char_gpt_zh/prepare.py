@@ -4,6 +4,7 @@
 """
 
 import argparse
+import codecs
 import json
 import math
 import sys
@@ -12,21 +13,137 @@ from pathlib import Path
 
 import numpy as np
 
-from char_gpt_zh.data import (
-    BLOCK,
-    BPE,
-    Chars,
-    DataError,
-    char_vocab,
-    read_text,
-    token_dtype,
-    train_bpe,
-)
-
+# 每次读取的字节数：无论语料多大，内存占用都保持不变
+BLOCK = 1 << 22
 # 目录中会被读取的文件；命令行上直接给出的文件不论后缀都会读取。
 SUFFIXES = (".txt", ".md", ".rst", ".text", ".py", ".json", ".jsonl", ".csv", ".html")
 # BPE 最多在这么多文本上训练，样本分布在整个语料中：它的词表随文本增长。
-SAMPLE_BYTES = 32 << 20
+SAMPLE_BYTES = 16 << 20
+
+
+class DataError(ValueError):
+    """无法使用的数据：文件缺失、为空、是二进制或不是 UTF-8 编码，分片与 meta.json
+    不符，或者文本短于一个窗口。
+    """
+
+
+def bpe_library():
+    """Hugging Face tokenizers 是可选依赖，只在使用 BPE 分词器时才导入。"""
+    try:
+        import tokenizers
+    except ImportError:
+        needed = 'tokenizers is needed for --tokenizer bpe: pip install -e ".[bpe]"'
+        raise DataError(needed) from None
+    return tokenizers
+
+
+def train_bpe(texts, vocab_size: int, special: list[str]) -> str:
+    """在这些文本上训练一个字节级 BPE 分词器（与 GPT-2 相同），返回它的 JSON。
+    不下载任何东西：从 256 个字节开始学。
+    """
+    tokenizers = bpe_library()
+    byte_level = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = byte_level
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=byte_level.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    return bpe.to_str()
+
+
+class BPE:
+    """训练好的字节级 BPE 分词器，由它的 JSON 重建（保存在 meta.json
+    所在目录和检查点中）。
+    """
+
+    def __init__(self, json_text: str):
+        self.tokenizer = bpe_library().Tokenizer.from_str(json_text)
+        self.size = self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        # 逐行编码，每次 1024 行，在多个线程中并行（内存有界）；
+        # 行的切分处与整段编码时的切分处相同。
+        lines, ids = text.splitlines(keepends=True), []
+        for i in range(0, len(lines), 1024):
+            for line in self.tokenizer.encode_batch_fast(lines[i : i + 1024]):
+                ids += line.ids
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+
+def read_text(path: Path, start: int = 0, end: int | None = None):
+    """按块读取文件字节区间 [start, end) 的 UTF-8 文本：二进制文件（含 NUL 字节）
+    或其他编码会被拒绝，并给出文件名。
+    """
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = (end if end is not None else path.stat().st_size) - start
+        while left > 0:
+            data = f.read(min(BLOCK, left))
+            if not data:
+                break
+            if b"\0" in data:
+                raise DataError(f"{path} is binary, not text (it holds NUL bytes)")
+            try:
+                text = decoder.decode(data, final=len(data) == left)
+            except UnicodeDecodeError as e:
+                where = f.tell() - len(data) + e.start
+                raise DataError(f"{path} is not UTF-8 text (byte {where})") from None
+            left -= len(data)
+            yield text
+
+
+def code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+def char_vocab(texts) -> list[str]:
+    """文本中出现的所有字符，按码位排序（即 sorted(set(text))，但内存占用不变）。"""
+    seen = np.zeros(0x110000, dtype=bool)
+    for text in texts:
+        seen[code_points(text)] = True
+    return [chr(c) for c in np.flatnonzero(seen)]
+
+
+class Chars:
+    """字符与 id 互相转换，借助一张覆盖所有码位的查找表：numpy 每秒可以编码几十 MB。"""
+
+    def __init__(self, vocab: list[str]):
+        self.vocab, self.size = vocab, len(vocab)
+        self.table = np.full(0x110000, -1, dtype=np.int32)
+        self.table[[ord(ch) for ch in vocab]] = np.arange(len(vocab))
+
+    def encode(self, text: str) -> np.ndarray:
+        ids = self.table[code_points(text)]
+        if (ids < 0).any():
+            unknown = sorted(set(text) - set(self.vocab))
+            raise DataError(f"characters outside the vocabulary: {unknown[:10]}")
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+
+def load_tokenizer(meta: dict) -> Chars | BPE:
+    """检查点的数据元信息所描述的分词器，所以 sample 不需要别的文件。"""
+    if meta.get("tokenizer", "char") == "bpe":
+        return BPE(meta["tokenizer_json"])
+    return Chars(meta["vocab"])
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
 def text_files(inputs: list[str]) -> list[Path]:

@@ -10,7 +10,7 @@ import torch
 
 from char_gpt_zh.checkpoint import CheckpointError, load_trained
 from char_gpt_zh.config import ConfigError
-from char_gpt_zh.data import DataError, load_tokenizer
+from char_gpt_zh.prepare import DataError, load_tokenizer
 from char_gpt_zh.train import pick_device
 
 

@@ -160,10 +160,13 @@ class BPE:
         self.size = self.tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        # Line by line, encoded in parallel threads; the pieces split where whole-text
-        # encoding would split too.
-        lines = self.tokenizer.encode_batch_fast(text.splitlines(keepends=True))
-        return [i for line in lines for i in line.ids]
+        # Line by line, 1024 lines at a time in parallel threads (bounded memory); lines
+        # split where whole-text encoding would split too.
+        lines, ids = text.splitlines(keepends=True), []
+        for i in range(0, len(lines), 1024):
+            for line in self.tokenizer.encode_batch_fast(lines[i : i + 1024]):
+                ids += line.ids
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
