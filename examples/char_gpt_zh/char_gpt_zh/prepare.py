@@ -53,7 +53,10 @@ def train_bpe(texts, vocab_size: int, special: list[str]) -> str:
         initial_alphabet=byte_level.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(texts, trainer)
+    # 逐行交给训练器，而不是整块文本：它的内存随每一项的长度增长（两块共 10 MB
+    # 的文本用了 830 MB）。
+    lines = (line for text in texts for line in text.splitlines(keepends=True))
+    bpe.train_from_iterator(lines, trainer)
     return bpe.to_str()
 
 
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     seconds = time.perf_counter() - started
     size = sum(p["bytes"] for p in meta["sources"]) / 1e6
-    done = "已写出 {out}：训练词元 {train} 个，验证词元 {val} 个，词表大小 {vocab}（{dtype}），{rate:.1f} MB/s"
+    done = "{out}：{train} + {val} 个词元，词表 {vocab}（{dtype}），{rate:.1f} MB/s"
     print(
         done.format(
             out=args.out,
