@@ -353,8 +353,8 @@ def test_bpe_gpt_beats_the_unigram_entropy(projects, tmp_path):
         prob = counts[counts > 0] / counts.sum()
         entropy = float(-(prob * np.log(prob)).sum())
         argv = ["--data-path", str(tmp_path / "s"), "--out-dir", str(tmp_path / "r")]
-        argv += ["--device", "cpu", "--d-model", "64", "--d-ff", "128", "--n-layers", "2"]
-        argv += ["--seq-len", "32", "--max-steps", "200", "--eval-every", "200", "--lr", "3e-3"]
+        argv += ["--device", "cpu", "--d-model", "32", "--d-ff", "64", "--n-layers", "2"]
+        argv += ["--seq-len", "32", "--max-steps", "150", "--eval-every", "150", "--lr", "5e-3"]
         code, err = run(p, "train", argv)
         assert code == 0, err
     val = [e for e in events(tmp_path / "r") if e["split"] == "val"]
