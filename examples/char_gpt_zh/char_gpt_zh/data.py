@@ -249,9 +249,9 @@ def build_datasets(cfg: Config) -> Data:
     for split, ids in (("training", train), ("validation", val)):
         if len(ids) < cfg.seq_len + 1:
             raise DataError(
-                f"{cfg.data_path or 'the synthetic text'}: the {split} split has "
-                f"{len(ids)} tokens, fewer than one window of seq_len + 1 = "
-                f"{cfg.seq_len + 1}; use more text or a smaller --seq-len"
+                f"{cfg.data_path or 'the synthetic text'} is too short for seq_len "
+                f"{cfg.seq_len}: the {split} split has {len(ids)} tokens, fewer than "
+                "one window (seq_len + 1); use more text or a smaller --seq-len"
             )
     return Data(
         Windows(train, cfg.seq_len, cfg.seed),
