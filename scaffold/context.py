@@ -100,14 +100,14 @@ def build_context(spec: ProjectSpec) -> dict:
                 "mlp": "a CSV file with a header row, numeric feature columns and a target column",
                 "cnn": "a folder with one sub-folder of images per class, or a .npz with x (N, C, H, W) and y (N)",
                 "transformer": "a TSV file of label<TAB>text lines",
-                "gpt": "a plain UTF-8 text file",
+                "gpt": "a plain UTF-8 text file, or a folder of token shards from prepare",
             }[spec.model]
             if spec.lang == "en"
             else {
                 "mlp": "带表头的 CSV 文件：若干数值特征列和一个目标列",
                 "cnn": "每个类别一个子目录的图像目录，或含 x (N, C, H, W) 和 y (N) 的 .npz 文件",
                 "transformer": "每行为 label<TAB>text 的 TSV 文件",
-                "gpt": "纯文本文件（UTF-8 编码）",
+                "gpt": "纯文本文件（UTF-8 编码），或由 prepare 生成的词元分片目录",
             }[spec.model]
         ),
     )

@@ -122,7 +122,7 @@ def test_models_learn_their_synthetic_data(project, tmp_path, model, chance, thr
         metrics = p.module("train").train(cfg)
         if chance == "unigram":
             data = p.module("data").build_datasets(cfg)
-            ids = data.train.ids
+            ids = torch.as_tensor(data.train.ids.astype("int64"))  # numpy token ids
             freq = torch.bincount(ids).float() / len(ids)
             baseline = -(freq[freq > 0] * freq[freq > 0].log()).sum().item()
         else:

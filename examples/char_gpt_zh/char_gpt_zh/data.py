@@ -1,16 +1,20 @@
-"""数据：默认是合成语料，也可以用你的纯文本文件（--data-path），按字符建模。"""
+"""数据：默认是合成语料；--data-path 接受纯文本文件（按字符切分，放在内存中），或由
+python -m char_gpt_zh.prepare 生成的词元分片目录。
+"""
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from char_gpt_zh.config import Config
+from char_gpt_zh.prepare import Chars, DataError, char_vocab, read_text, token_dtype
 
-
-class DataError(ValueError):
-    """无法使用的数据：文件缺失或无法读取，或者文本太短，凑不满一个批次的窗口。"""
+# 验证最多读取这么多个窗口，均匀分布在留出的词元上
+MAX_VAL_WINDOWS = 1024
 
 
 @dataclass
@@ -33,6 +37,8 @@ class GlobalBatches(Sampler[list[int]]):
         self.batch_size, self.world = cfg.batch_size, world
         # 一轮只包含完整的优化器步；剩下的少量样本留给下一轮重新打乱。
         self.step_samples = cfg.batch_size * cfg.grad_accum_steps * world
+        # 一轮（epoch）是 (tokens - 1) // seq_len 个随机窗口，至少够一次优化器更新。
+        self.n = n = max(n, self.step_samples)
         self.usable = n // self.step_samples * self.step_samples
         self.epoch, self.start = 0, 0
 
@@ -48,12 +54,11 @@ class GlobalBatches(Sampler[list[int]]):
         return (self.usable - self.start) // (self.batch_size * self.world)
 
     def __iter__(self):
-        # 这一轮的顺序只取决于（种子，轮）
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g)
+        # 样本键跨轮连续编号（epoch * n + i），每个键对应一个独立的窗口：
+        # 不需要构建排列，续训可以在 O(1) 时间内从任意键开始。
+        first = self.epoch * self.n + self.rank * self.batch_size
         for start in range(self.start, self.usable, self.batch_size * self.world):
-            mine = start + self.rank * self.batch_size
-            yield order[mine : mine + self.batch_size].tolist()
+            yield list(range(first + start, first + start + self.batch_size))
 
 
 def micro_batches(loader: DataLoader, epoch: int, consumed: int):
@@ -119,48 +124,140 @@ def synthetic_text(cfg: Config) -> str:
     return "".join(out)[: cfg.corpus_chars]
 
 
-class Windows(Dataset):
-    """每个长为 seq_len 的字符窗口，与右移一位的同一窗口配对：
-    即下一个字符的预测目标。
-    """
+class Shard:
+    """磁盘上的一个词元分片，通过 numpy.memmap 读取：只加载窗口用到的页。"""
 
-    def __init__(self, ids: torch.Tensor, seq_len: int, stride: int = 1):
-        self.ids, self.seq_len, self.stride = ids, seq_len, stride
+    def __init__(self, path: Path, dtype: str):
+        self.path, self.dtype = path, dtype
+        self.ids = np.memmap(path, dtype=dtype, mode="r")
 
     def __len__(self) -> int:
-        return (len(self.ids) - self.seq_len - 1) // self.stride + 1
+        return len(self.ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = i * self.stride
-        chunk = self.ids[start : start + self.seq_len + 1]
+    def __getitem__(self, index):
+        return self.ids[index]
+
+    def __getstate__(self) -> dict:
+        # DataLoader 的工作进程重新打开文件，而不是复制词元
+        return {"path": self.path, "dtype": self.dtype}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+
+MASK = 2**64 - 1
+
+
+def window_start(seed: int, key: int, span: int) -> int:
+    """窗口 `key` 的起点：(seed, key) 的固定哈希（splitmix64），
+    而不是从随机数生成器中抽取。任何进程、任何一次续训都只凭 key 算出同一个窗口。
+    """
+    x = ((seed << 40) + key + 1) * 0x9E3779B97F4A7C15 & MASK
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & MASK
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & MASK
+    return (x ^ (x >> 31)) % span
+
+
+class Windows(Dataset):
+    """长为 seq_len 的词元窗口，与右移一位的同一窗口配对（即下一个词元的预测目标）。
+    训练窗口 `key` 的起点是 (seed, key) 的哈希，像 nanoGPT 那样随机取窗口；
+    验证窗口首尾相接。
+    """
+
+    def __init__(self, ids, seq_len: int, seed: int | None = None, limit: int = 0):
+        self.ids, self.seq_len, self.seed = ids, seq_len, seed
+        self.count = (len(ids) - 1) // seq_len
+        # 验证窗口互不重叠；超过 `limit` 个时均匀分布。
+        self.stride = seq_len * max(1, self.count // limit) if limit else seq_len
+        self.count = min(self.count, limit) if limit else self.count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.seed is None:
+            start = key * self.stride
+        else:
+            start = window_start(self.seed, key, len(self.ids) - self.seq_len)
+        window = self.ids[start : start + self.seq_len + 1].astype(np.int64)
+        chunk = torch.from_numpy(window)
         return chunk[:-1], chunk[1:]
+
+
+def shard_meta(folder: Path) -> tuple[dict, int, str]:
+    """在训练之前，用 meta.json 核对分片（dtype、大小、词表）；
+    返回要存入检查点的分词器、词表大小和 dtype。
+    """
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise DataError(
+            f"{folder} has no meta.json: make token shards with "
+            f"python -m char_gpt_zh.prepare TEXT --out {folder}"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        dtype, vocab_size = np.dtype(meta["dtype"]), int(meta["vocab_size"])
+        sizes = {s: int(meta[f"{s}_tokens"]) * dtype.itemsize for s in ("train", "val")}
+        bpe = meta["tokenizer"] == "bpe"
+        text = (folder / "tokenizer.json").read_text("utf-8") if bpe else ""
+        words = json.loads(text)["model"]["vocab"] if bpe else meta["vocab"]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise DataError(f"{path} does not describe token shards ({e!r})") from None
+    if dtype != token_dtype(vocab_size) or len(words) != vocab_size:
+        raise DataError(
+            f"{path} does not match: {dtype} ids for a vocabulary of {vocab_size}, "
+            f"{len(words)} tokens; run prepare again"
+        )
+    for split, size in sizes.items():
+        shard = folder / f"{split}.bin"
+        found = shard.stat().st_size if shard.is_file() else 0
+        if not size:
+            raise DataError(f"{shard} holds no tokens; prepare more text")
+        if found != size:
+            raise DataError(
+                f"{shard} holds {found} bytes, meta.json says {size}; run prepare again"
+            )
+    if bpe:
+        return {"tokenizer": "bpe", "tokenizer_json": text}, vocab_size, str(dtype)
+    return {"tokenizer": "char", "vocab": words}, vocab_size, str(dtype)
+
+
+def in_memory(read) -> tuple[np.ndarray, dict]:
+    """即时准备的文本：按字符切分，对 read() 读两遍，词元 id 放在内存中。"""
+    chars = Chars(char_vocab(read()))
+    dtype = token_dtype(chars.size)
+    ids = np.concatenate([chars.encode(text).astype(dtype) for text in read()])
+    return ids, {"tokenizer": "char", "vocab": chars.vocab}
 
 
 def build_datasets(cfg: Config) -> Data:
     """训练集和验证集、由数据决定的尺寸，以及之后推理时需要的信息。"""
-    if cfg.data_path:
-        if not Path(cfg.data_path).is_file():
-            raise DataError(f"no data file at {cfg.data_path}")
-        try:
-            text = Path(cfg.data_path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{cfg.data_path} is not UTF-8 text ({e})") from None
+    where = Path(cfg.data_path)
+    if cfg.data_path and where.is_dir():
+        meta, vocab_size, dtype = shard_meta(where)
+        train, val = (Shard(where / f"{s}.bin", dtype) for s in ("train", "val"))
     else:
-        text = synthetic_text(cfg)
-    vocab = sorted(set(text))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    ids = torch.tensor([index[ch] for ch in text], dtype=torch.long)
-    # 用文本的末尾做验证：随机窗口会与训练文本重叠。
-    n_val = max(cfg.seq_len + 1, round(len(ids) * cfg.val_fraction))
-    train, val = ids[:-n_val], ids[-n_val:]
-    if len(train) < cfg.seq_len + cfg.batch_size:
-        raise DataError(
-            f"the text has {len(ids)} characters: too short for seq_len "
-            f"{cfg.seq_len} and batch_size {cfg.batch_size}; use a longer text"
-        )
+        if not cfg.data_path:
+            text = synthetic_text(cfg)
+            ids, meta = in_memory(lambda: [text])
+        elif where.is_file():
+            ids, meta = in_memory(lambda: read_text(where))
+        else:
+            raise DataError(f"no text file or shard folder at {where}")
+        vocab_size = len(meta["vocab"])
+        # 用文本的末尾做验证：随机窗口会与训练文本重叠。
+        n_val = max(cfg.seq_len + 1, round(len(ids) * cfg.val_fraction))
+        train, val = ids[:-n_val], ids[-n_val:]
+    for split, ids in (("training", train), ("validation", val)):
+        if len(ids) < cfg.seq_len + 1:
+            raise DataError(
+                f"{cfg.data_path or 'the synthetic text'} is too short for seq_len "
+                f"{cfg.seq_len}: the {split} split has {len(ids)} tokens, fewer than "
+                "one window (seq_len + 1); use more text or a smaller --seq-len"
+            )
     return Data(
-        Windows(train, cfg.seq_len),
-        Windows(val, cfg.seq_len, stride=cfg.seq_len),
-        sizes={"vocab_size": len(vocab)},
-        meta={"vocab": vocab},
+        Windows(train, cfg.seq_len, cfg.seed),
+        Windows(val, cfg.seq_len, limit=MAX_VAL_WINDOWS),
+        sizes={"vocab_size": vocab_size},
+        meta=meta,
     )

@@ -9,6 +9,15 @@ import sys
 import torch
 
 from char_gpt_zh.checkpoint import CheckpointError, load_trained
+from char_gpt_zh.config import ConfigError
+from char_gpt_zh.prepare import DataError, load_tokenizer
+from char_gpt_zh.train import pick_device
+
+
+def refuse(message: str, code: int) -> None:
+    """错误的参数在 stderr 上输出一行，并以相应的退出码结束。"""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,33 +39,43 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto、cpu、cuda、cuda:N 或 mps",
+    )
+    parser.add_argument(
         "--raw-weights",
         action="store_true",
         help="使用训练得到的原始权重，而不是它们的移动平均（EMA）",
     )
     args = parser.parse_args(argv)
     if not 0 < args.temperature < math.inf:
-        parser.error("--temperature must be a finite number > 0")
+        refuse("--temperature must be a finite number > 0", 2)
     if args.max_new_tokens < 0:
-        parser.error("--max-new-tokens must be >= 0")
+        refuse("--max-new-tokens must be >= 0", 2)
+    if not 0 <= args.seed < 2**32:
+        refuse(f"--seed must be in [0, 2**32), got {args.seed}", 2)
+    try:
+        device = pick_device(args.device)
+    except ConfigError as e:
+        refuse(str(e), 2)
     try:
         model, cfg, meta = load_trained(args.checkpoint, args.raw_weights)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    vocab = meta["vocab"]
-    index = {ch: i for i, ch in enumerate(vocab)}
-    unknown = sorted(set(args.prompt) - set(index))
-    if unknown:
-        parser.error(f"the prompt has characters the model never saw: {unknown}")
+        tokenizer = load_tokenizer(meta)
+    except (CheckpointError, DataError) as e:
+        refuse(str(e), 1)
+    try:
+        ids = list(tokenizer.encode(args.prompt))
+    except DataError as e:
+        refuse(f"the prompt has {e}", 2)
     torch.manual_seed(args.seed)
-    model.eval()
+    model.to(device).eval()
     # 提示为空时，从词表里的第一个字符开始生成（多数文本里是换行符），
     # 这个字符本身不打印。
-    prompt = args.prompt or vocab[0]
-    idx = torch.tensor([[index[ch] for ch in prompt]])
+    start = ids or [0]
+    idx = torch.tensor([start], device=device)
     out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k)
-    print("".join(vocab[i] for i in out[0, len(prompt) - len(args.prompt) :].tolist()))
+    print(tokenizer.decode(out[0, len(start) - len(ids) :].tolist()))
 
 
 if __name__ == "__main__":

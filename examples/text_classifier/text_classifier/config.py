@@ -41,6 +41,7 @@ RANGES = {
     "lr": ("> 0", lambda v: v > 0),
     "num_classes": (">= 2", lambda v: v >= 2),
     "vocab_size": (">= 3", lambda v: v >= 3),
+    "bpe_vocab_size": (">= 258", lambda v: v >= 258),
     "warmup_steps": (">= -1", lambda v: v >= -1),
     "dropout": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "attn_dropout": ("in [0, 1]", lambda v: 0 <= v <= 1),
@@ -84,6 +85,7 @@ class Config:
     attn_dropout: float = 0.0
     norm_first: bool = True
     tokenizer: str = "char"
+    bpe_vocab_size: int = 1000
     num_samples: int = 2048
     num_classes: int = 4
     label_smoothing: float = 0.0
@@ -114,6 +116,9 @@ class Config:
         if len(self.betas) != 2:
             text = "betas must be two numbers, got {}"
             problems.append(text.format(self.betas))
+        if self.tokenizer not in ("char", "word", "bpe"):
+            text = "tokenizer must be char, word or bpe, got {!r}"
+            problems.append(text.format(self.tokenizer))
         if self.d_model % max(self.n_heads, 1):
             text = "d_model must be divisible by n_heads, got {d_model} and {n_heads}"
             problems.append(text.format(d_model=self.d_model, n_heads=self.n_heads))
@@ -172,7 +177,8 @@ HELP = {
     "dropout": "dropout on embeddings and residual branches",
     "attn_dropout": "dropout on attention weights (0 keeps SDPA fused)",
     "norm_first": "pre-norm (LayerNorm before each sublayer)",
-    "tokenizer": "how your TSV text is split: char or word",
+    "tokenizer": "how your TSV text is split: char, word or bpe",
+    "bpe_vocab_size": "vocabulary a bpe tokenizer learns from your TSV",
     "num_samples": "size of the synthetic data set",
     "num_classes": "number of classes (inferred from your data)",
     "label_smoothing": "cross-entropy label smoothing (Szegedy et al.)",

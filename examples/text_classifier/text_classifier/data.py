@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 from text_classifier.config import Config
 
 PAD, UNK = 0, 1  # ids reserved in every vocabulary
+# BPE trains on at most this many characters of training text.
+BPE_SAMPLE_CHARS = 1 << 25
 
 
 class DataError(ValueError):
@@ -118,6 +120,63 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     )
 
 
+def bpe_library():
+    """Hugging Face tokenizers, an optional extra, imported only when a BPE tokenizer
+    is used.
+    """
+    try:
+        import tokenizers
+    except ImportError:
+        needed = 'tokenizers is needed for --tokenizer bpe: pip install -e ".[bpe]"'
+        raise DataError(needed) from None
+    return tokenizers
+
+
+def train_bpe(texts, vocab_size: int, special: list[str]) -> str:
+    """Train a byte-level BPE tokenizer (as GPT-2's) on these texts; returns its
+    JSON. Nothing is downloaded: it starts from the 256 bytes.
+    """
+    tokenizers = bpe_library()
+    byte_level = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = byte_level
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=byte_level.alphabet(),
+        show_progress=False,
+    )
+    # Feed the trainer lines, not blocks of text: its memory grows with the length of
+    # each item (10 MB in two blocks took 830 MB).
+    lines = (line for text in texts for line in text.splitlines(keepends=True))
+    bpe.train_from_iterator(lines, trainer)
+    return bpe.to_str()
+
+
+class BPE:
+    """A trained byte-level BPE tokenizer, rebuilt from its JSON (kept in meta.json's
+    folder and in the checkpoint).
+    """
+
+    def __init__(self, json_text: str):
+        self.tokenizer = bpe_library().Tokenizer.from_str(json_text)
+        self.size = self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        # Line by line, 1024 lines at a time in parallel threads (bounded memory); lines
+        # split where whole-text encoding would split too.
+        lines, ids = text.splitlines(keepends=True), []
+        for i in range(0, len(lines), 1024):
+            for line in self.tokenizer.encode_batch_fast(lines[i : i + 1024]):
+                ids += line.ids
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+
 def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token sequences of random length, padded; a fifth of the tokens carry
     the class signal.
@@ -137,19 +196,40 @@ def tokenize(text: str, cfg: Config) -> list[str]:
     return list(text) if cfg.tokenizer == "char" else text.split()
 
 
-def encode(texts: list[str], vocab: list[str], cfg: Config) -> torch.Tensor:
+def encoder(meta: dict, cfg: Config):
+    """text -> token ids, and the vocabulary size: a trained BPE when the meta holds
+    one, else the char or word vocabulary (unknown tokens as UNK).
+    """
+    if "tokenizer_json" in meta:
+        bpe = BPE(meta["tokenizer_json"])
+        return bpe.encode, bpe.size
+    index = {token: i for i, token in enumerate(meta["vocab"])}
+    return lambda text: [index.get(t, UNK) for t in tokenize(text, cfg)], len(index)
+
+
+def encode(texts: list[str], meta: dict, cfg: Config) -> torch.Tensor:
     """Texts -> a (N, seq_len) tensor of token ids, padded with PAD, unknown tokens
     as UNK.
     """
-    index = {token: i for i, token in enumerate(vocab)}
+    ids_of, _ = encoder(meta, cfg)
     rows = torch.full((len(texts), cfg.seq_len), PAD)
     for i, text in enumerate(texts):
-        ids = [index.get(t, UNK) for t in tokenize(text, cfg)][: cfg.seq_len]
+        ids = ids_of(text)[: cfg.seq_len]
         rows[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return rows
 
 
-def read_tsv(path: str) -> tuple[list[str | None], list[str]]:
+def bpe_texts(texts: list[str], rows: list[int]):
+    """Training texts for BPE, at most BPE_SAMPLE_CHARS characters in all."""
+    size = 0
+    for i in rows:
+        size += len(texts[i])
+        if size > BPE_SAMPLE_CHARS:
+            return
+        yield texts[i]
+
+
+def read_tsv(path: str) -> tuple[list[str | None], list[str], list[int]]:
     """Labels and texts of label<TAB>text lines (a line without a tab has no label)."""
     if not Path(path).is_file():
         raise DataError(f"no data file at {path}")
@@ -157,15 +237,16 @@ def read_tsv(path: str) -> tuple[list[str | None], list[str]]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text ({e})") from None
-    labels, texts = [], []
-    for line in lines:
+    labels, texts, numbers = [], [], []
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             label, tab, text = line.partition("\t")
             labels.append(label if tab else None)
             texts.append(text if tab else line)
+            numbers.append(number)  # the file's own line number, blank lines counted
     if not texts:
         raise DataError(f"{path} has no lines of text")
-    return labels, texts
+    return labels, texts, numbers
 
 
 def build_datasets(cfg: Config) -> Data:
@@ -176,27 +257,34 @@ def build_datasets(cfg: Config) -> Data:
         tokens, y = synthetic(cfg)
         train, val = split(len(tokens), cfg)
         vocab = ["<pad>", "<unk>"] + [f"t{i}" for i in range(2, cfg.vocab_size)]
+        meta = {"vocab": vocab}
         classes = [str(i) for i in range(cfg.num_classes)]
     else:
-        labels, texts = read_tsv(cfg.data_path)
+        labels, texts, numbers = read_tsv(cfg.data_path)
         if None in labels:
-            line = labels.index(None) + 1
+            line = numbers[labels.index(None)]
             raise DataError(
                 f"{cfg.data_path}: line {line} has no tab; use label<TAB>text"
             )
         train, val = split(len(texts), cfg)
-        # The vocabulary comes from the training split only; validation words it lacks
-        # become UNK.
-        seen = {t for i in train.tolist() for t in tokenize(texts[i], cfg)}
-        vocab = ["<pad>", "<unk>"] + sorted(seen)
-        tokens = encode(texts, vocab, cfg)
+        if cfg.tokenizer == "bpe":
+            # A byte-level BPE trained on the training split only (it knows every byte,
+            # so no UNK); its JSON goes in the checkpoint for predict.
+            sample = bpe_texts(texts, train.tolist())
+            specials = ["<pad>", "<unk>"]
+            meta = {"tokenizer_json": train_bpe(sample, cfg.bpe_vocab_size, specials)}
+        else:
+            # The vocabulary comes from the training split only; validation words it
+            # lacks become UNK.
+            seen = {t for i in train.tolist() for t in tokenize(texts[i], cfg)}
+            meta = {"vocab": ["<pad>", "<unk>"] + sorted(seen)}
+        tokens = encode(texts, meta, cfg)
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise DataError(f"{cfg.data_path}: every line is of class {labels[0]!r}")
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
-    meta = {"vocab": vocab}
-    sizes = {"vocab_size": len(vocab)}
+    sizes = {"vocab_size": encoder(meta, cfg)[1]}
     meta["classes"] = classes
     sizes["num_classes"] = len(classes)
     return Data(

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model, cfg, meta = load_trained(args.checkpoint)
         if args.data_path:
-            tokens = encode(read_tsv(args.data_path)[1], meta["vocab"], cfg)
+            tokens = encode(read_tsv(args.data_path)[1], meta, cfg)
         else:
             tokens, _ = build_datasets(cfg).val.tensors
     except (CheckpointError, DataError) as e:
