@@ -5,6 +5,7 @@ The fast tests drive the generated Saver and loaders in this process on a small 
 slow one trains a tiny gpt under torchrun (3 launches in all) and resumes it on 1 rank
 in-process, on 3 ranks, and after a rank was killed during an asynchronous save."""
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -67,6 +68,48 @@ def test_saver_keeps_the_last_k_and_best_and_moves_latest_only_after_an_async_sa
         with pytest.raises(ck.CheckpointError) as stop:
             ck.latest_folder(folder)
         assert "no readable fallback" in str(stop.value) and "\n" not in str(stop.value)
+
+
+def test_fsdp_sgd_steps_the_dtensor_shards_like_fused_sgd_and_saves_at_step_0(tmp_path):
+    """--fsdp --optimizer sgd: DTensor has no rule for the fused SGD kernel, so the project
+    runs it on each rank's shards. On a 1-rank process group (real DTensor parameters) its
+    steps equal torch's fused SGD on plain tensors bitwise, a step with found_inf = 1 is
+    skipped, and the state saves at step 0 (the first best checkpoint) without a trial
+    optimizer step."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    root = make_project(tmp_path, "fsgd", model="mlp", fsdp=True, optimizer="sgd")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with ProjectImport(root, "fsgd") as p:
+            cfg = p.module("config").Config(lr=0.1, weight_decay=0.1)
+            configure = p.module("optim").configure_optimizer
+            torch.manual_seed(0)
+            plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+            sharded = fully_shard(copy.deepcopy(plain))
+            optimizer = configure(sharded, cfg, torch.device("cpu"))
+            reference = torch.optim.SGD(configure(plain, cfg, torch.device("cpu")).param_groups)
+            state = get_optimizer_state_dict(sharded, optimizer)["state"]
+            buffers = [s["momentum_buffer"] for s in state.values()]
+            assert len(buffers) == 4 and all(isinstance(b, DTensor) for b in buffers)
+            assert not any(b.full_tensor().any() for b in buffers)  # no trial step ran
+            for step in range(4):
+                x, before = torch.randn(5, 4), [t.clone() for t in plain.parameters()]
+                for model, opt in ((plain, reference), (sharded, optimizer)):
+                    model(x).square().mean().backward()
+                    opt.found_inf = torch.tensor(float(step == 2))
+                    opt.step()
+                    opt.zero_grad()
+                for a, b in zip(plain.parameters(), sharded.parameters(), strict=True):
+                    assert torch.equal(a, b.full_tensor()), step
+                after = plain.parameters()
+                moved = {not torch.equal(a, b) for a, b in zip(before, after, strict=True)}
+                assert moved == {step != 2}  # all moved, or none on the skipped step
+    finally:
+        dist.destroy_process_group()
 
 
 DRIVER = """

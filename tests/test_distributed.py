@@ -150,7 +150,13 @@ def test_ddp_ranks_agree_and_equal_single_process_training(tmp_path):
 
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(tmp_path):
     root = make_project(
-        tmp_path, "fsdpproj", model="gpt", fsdp=True, amp=True, grad_checkpointing=True
+        tmp_path,
+        "fsdpproj",
+        model="gpt",
+        fsdp=True,
+        amp=True,
+        grad_checkpointing=True,
+        optimizer="sgd",
     )
     result = torchrun(
         root,
