@@ -13,6 +13,7 @@ from scaffold import __version__
 from scaffold.errors import DlgenError, SnippetError, SpecError
 from scaffold.shell import Group, error_line
 from scaffold.spec import OPTIONS, SNIPPETS, build_spec
+from scaffold.write import user_path
 
 app = typer.Typer(
     cls=Group,  # one-line usage errors, help never cut off
@@ -53,7 +54,7 @@ def new(
 ) -> None:
     """Write a new training project at PATH; its last part names the project."""
     try:
-        target = path.expanduser().absolute()
+        target = user_path(path).absolute()
         build_spec(target.name)  # a bad name fails before any question
         if interactive:
             options = ask(target.name, options)
@@ -174,7 +175,7 @@ def update(path: Path = Path("."), dry_run: bool = False, **changes: object) -> 
     try:
         from scaffold.update import apply_update, plan_update, update_diff  # lazy: fast --help
 
-        root = path.expanduser().absolute()
+        root = user_path(path).absolute()
         report = plan_update(root, **changes)
         if dry_run:
             typer.echo(update_diff(root, report), nl=False)
@@ -292,7 +293,7 @@ def course(
         from scaffold.generate import course as render_course
         from scaffold.write import write_project
 
-        target = path.expanduser().absolute()
+        target = user_path(path).absolute()
         files = render_course(lang=lang, sections=sections)
         write_project(target, files, force=force)
     except DlgenError as e:

@@ -220,10 +220,18 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> W
     return report
 
 
+def user_path(path: Path) -> Path:
+    """PATH with a leading ~ or ~user expanded; an unknown user is a TargetError."""
+    try:
+        return path.expanduser()
+    except RuntimeError as e:  # ~nosuchuser
+        raise TargetError(f"{path}: {e}") from None
+
+
 def write_one(path: Path, text: str) -> Path | None:
     """Write one file atomically; a different file already there keeps its content under a
     free FILE.orig name, which is returned. OS errors become a WriteError."""
-    path = path.expanduser().resolve()  # an existing symlink is followed, as `>` does
+    path = user_path(path).resolve()  # an existing symlink is followed, as `>` does
     try:
         if path.is_file() and path.read_bytes() == text.encode("utf-8"):
             return None

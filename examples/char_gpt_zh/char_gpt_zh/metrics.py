@@ -94,7 +94,8 @@ def is_event(event: object) -> bool:
     """
     if not isinstance(event, dict) or type(event.get("step")) is not int:
         return False
-    return event.get("split") == "train" or isinstance(event.get("loss"), (int, float))
+    split, loss = event.get("split"), event.get("loss")
+    return split == "train" or split == "val" and isinstance(loss, (int, float))
 
 
 # 每块 GPU 的稠密峰值 FLOP/s：（bf16 或 fp16，TF32），数据来自厂商的规格表。

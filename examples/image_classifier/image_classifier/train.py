@@ -257,7 +257,9 @@ def train(cfg: Config) -> dict:
                 # best.pt is chosen by the loss of the weights predict and sample will
                 # use
                 score = metrics["loss"]
-                if score < progress.best_val_loss:
+                # Not at step 0: nothing is trained yet, and saving an optimizer with no
+                # state makes DCP take a trial step that changes it (Adam's step count).
+                if score < progress.best_val_loss and step > 0:
                     progress.best_val_loss = score
                     state = capture(parts, progress, cfg, data)
                     saver.save(state, step, best=True)

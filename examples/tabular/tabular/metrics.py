@@ -99,7 +99,8 @@ def is_event(event: object) -> bool:
     """
     if not isinstance(event, dict) or type(event.get("step")) is not int:
         return False
-    return event.get("split") == "train" or isinstance(event.get("loss"), (int, float))
+    split, loss = event.get("split"), event.get("loss")
+    return split == "train" or split == "val" and isinstance(loss, (int, float))
 
 
 # Dense peak FLOP/s per GPU: (bf16 or fp16, TF32), from the vendors' data sheets.
