@@ -32,7 +32,6 @@ RANGES = {
     "corpus_chars": ("大于等于 1", lambda v: v >= 1),
     "vocab_size": ("大于等于 1", lambda v: v >= 1),
     "max_steps": ("大于等于 0", lambda v: v >= 0),
-    "num_workers": ("大于等于 0", lambda v: v >= 0),
     "weight_decay": ("大于等于 0", lambda v: v >= 0),
     "grad_clip": ("大于等于 0", lambda v: v >= 0),
     "min_lr": ("大于等于 0", lambda v: v >= 0),
@@ -44,6 +43,10 @@ RANGES = {
     "betas": ("在 [0, 1) 内", lambda v: 0 <= v < 1),
     "val_fraction": ("在 (0, 1) 内", lambda v: 0 < v < 1),
     "seed": ("在 [0, 2**32) 内", lambda v: 0 <= v < 2**32),
+    "num_workers": (
+        "在 0 到 256 之间（每个 worker 都是一个进程，各有一份数据集对象）",
+        lambda v: 0 <= v <= 256,
+    ),
 }
 # 40 亿个数：fp32 下就是 16 GB，还没算梯度和优化器状态。
 MAX_NUMBERS = 2**32
@@ -101,6 +104,8 @@ class Config:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             text = "device 必须是 auto、cpu、cuda、cuda:N 或 mps，而不是 {!r}"
             problems.append(text.format(self.device))
+        if not self.out_dir.strip():
+            problems.append("out_dir 必须是一个文件夹名，不能为空字符串")
         if len(self.betas) != 2:
             text = "betas 必须是两个数，而不是 {}"
             problems.append(text.format(self.betas))

@@ -31,7 +31,6 @@ RANGES = {
     "hidden_dims": (">= 1", lambda v: v >= 1),
     "num_samples": (">= 1", lambda v: v >= 1),
     "max_steps": (">= 0", lambda v: v >= 0),
-    "num_workers": (">= 0", lambda v: v >= 0),
     "weight_decay": (">= 0", lambda v: v >= 0),
     "grad_clip": (">= 0", lambda v: v >= 0),
     "min_lr": (">= 0", lambda v: v >= 0),
@@ -43,6 +42,10 @@ RANGES = {
     "betas": ("in [0, 1)", lambda v: 0 <= v < 1),
     "val_fraction": ("in (0, 1)", lambda v: 0 < v < 1),
     "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),
+    "num_workers": (
+        "between 0 and 256 (each worker is a process with its own copy of the dataset object)",
+        lambda v: 0 <= v <= 256,
+    ),
 }
 # 4 billion numbers: 16 GB in fp32, before gradients and optimizer state.
 MAX_NUMBERS = 2**32
@@ -97,6 +100,8 @@ class Config:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             text = "device must be auto, cpu, cuda, cuda:N or mps, got {!r}"
             problems.append(text.format(self.device))
+        if not self.out_dir.strip():
+            problems.append("out_dir must name a folder, got an empty string")
         if len(self.betas) != 2:
             text = "betas must be two numbers, got {}"
             problems.append(text.format(self.betas))
