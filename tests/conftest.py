@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import subprocess
@@ -17,7 +18,26 @@ from scaffold.generate import generate, render
 # spinning two OpenMP threads on two cores run ten times slower, not twice.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-from scaffold.spec import build_spec
+import scaffold.generate  # noqa: E402
+import scaffold.update  # noqa: E402
+from scaffold.spec import build_spec  # noqa: E402
+
+_RENDER_FILES = scaffold.generate.render_files
+
+
+@functools.cache
+def _rendered(spec):
+    return _RENDER_FILES(spec)
+
+
+def _render_files_once(spec):
+    """Rendering is a pure function of the (frozen) spec while the templates stand still, and
+    many tests render the same pairwise rows: render each once per test process. A copy, so
+    that a test that edits its files edits only its own."""
+    return dict(_rendered(spec))
+
+
+scaffold.generate.render_files = scaffold.update.render_files = _render_files_once
 
 
 def make_project(root: Path, name: str, **options) -> Path:

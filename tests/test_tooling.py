@@ -45,7 +45,9 @@ def test_the_workflow_lints_and_tests_and_its_commands_pass_here(tmp_path, model
         if line.strip()
     ]
     assert commands == ["black --check .", "ruff check .", "python -m pytest -q"]
-    for command in commands:
+    # The project's own suite passing is test_pairwise_rows_pass_their_own_tests (slow), for
+    # every row, tooling rows included; the formatter and linter run here.
+    for command in commands[:2]:
         tool, *args = command.split()
         # This interpreter's tools, wherever PATH points.
         argv = [sys.executable, *([] if tool == "python" else ["-m", tool]), *args]
