@@ -66,13 +66,50 @@ def environment() -> jinja2.Environment:
 
 
 @jinja2.pass_context
-def say(context: jinja2.runtime.Context, key: str) -> str:
+def say(context: jinja2.runtime.Context, key: str, indent: int | None = None) -> str:
     """`{{ t("id") }}`: the text of that id in the chosen language, as a Python string
-    literal; printed messages are localized like comments, and the code stays the same."""
+    literal; printed messages are localized like comments, and the code stays the same.
+    `msg = {{ t("id", indent=8) }}` on a line of its own, indented by 8: a text too long
+    for that line becomes black's parenthesized run of literals, one per line."""
     texts = comment_texts(context["lang"])
     if key not in texts:
         raise KeyError(f"no text {key!r} in comments/{context['lang']}.toml")
-    return py_literal(texts[key]["brief"].strip())
+    text = texts[key]["brief"].strip()
+    literal = _text_literal(text)
+    if indent is None or indent + len("msg = ") + _width(literal) <= LINE_LENGTH:
+        return literal
+    inner = " " * (indent + 4)
+    parts = [_text_literal(part) for part in split_text(text, LINE_LENGTH - len(inner) - 2)]
+    return "(\n" + "".join(inner + part + "\n" for part in parts) + " " * indent + ")"
+
+
+def _text_literal(text: str) -> str:
+    """Quoted as black quotes it: in single quotes when that saves escaping a double one."""
+    literal = py_literal(text)
+    if '"' in text and "'" not in text:
+        return "'" + literal[1:-1].replace('\\"', '"') + "'"
+    return literal
+
+
+# The pieces a long message is split into: a Latin run with its trailing spaces, or one
+# other character (with the spaces after it).
+_PIECE = re.compile(r"[\x21-\x7e]+ *|[^\x21-\x7e] *")
+
+
+def split_text(text: str, width: int) -> list[str]:
+    """Cut a message into parts of at most `width` columns, between words (a Chinese one
+    after its punctuation where it can); joined, the parts are the text again."""
+    parts = [""]
+    for piece in _PIECE.findall(text):
+        if parts[-1] and _width(json.dumps(parts[-1] + piece, ensure_ascii=False)) > width + 2:
+            line = parts[-1]
+            cut = max(line.rfind(ch) for ch in "，；：。、）")
+            if cut >= len(line) // 2 and cut < len(line) - 1:
+                parts[-1:] = [line[: cut + 1], line[cut + 1 :]]
+            else:
+                parts.append("")
+        parts[-1] += piece
+    return parts
 
 
 @cache

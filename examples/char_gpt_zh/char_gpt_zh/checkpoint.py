@@ -122,14 +122,17 @@ def latest_checkpoint(path: Path) -> dict | None:
             try:
                 return load_checkpoint(candidate)
             except CheckpointError as e:
-                print(f"warning: {e}", file=sys.stderr)
+                msg = "警告：{}"
+                print(msg.format(e), file=sys.stderr)
                 damaged.append(candidate.name)
     if damaged:
         # 从头开始会覆盖 best.pt 和 metrics.jsonl：不如在任何改动之前就停下。
-        raise CheckpointError(
-            f"{path.parent}: {' and '.join(damaged)} cannot be loaded and there is "
-            "no readable fallback; nothing was changed (--resume PATH picks a file)"
+        msg = (
+            "{where}：{names} 无法加载，也没有可读的备用检查点；"
+            "什么都没有改动（用 --resume PATH 指定一个文件）"
         )
+        names = "和".join(damaged)
+        raise CheckpointError(msg.format(where=path.parent, names=names))
     return None
 
 
@@ -138,11 +141,13 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
     会报 CheckpointError，而不是 TypeError。
     """
     if not isinstance(ckpt.get("config"), dict) or "data" not in ckpt:
-        raise CheckpointError(f"{path} has no config or data: weights only, not a run")
+        msg = "{} 没有 config 或 data：它只有权重，不是一次训练"
+        raise CheckpointError(msg.format(path))
     try:
         return Config(**ckpt["config"]), ckpt["data"]
     except (TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path} is of another model: {e}") from None
+        msg = "{} 属于另一个模型：{}"
+        raise CheckpointError(msg.format(path, e)) from None
 
 
 def weights_of(ckpt: dict, path: str | Path) -> dict:
@@ -153,7 +158,8 @@ def weights_of(ckpt: dict, path: str | Path) -> dict:
         return ckpt["model"]
     if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return ckpt
-    raise CheckpointError(f"{path} holds no model weights (no key 'model')")
+    msg = "{} 里没有模型权重（没有键 'model'）"
+    raise CheckpointError(msg.format(path))
 
 
 def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]:
@@ -175,7 +181,7 @@ def safetensors_torch():
     try:
         import safetensors.torch
     except ImportError:
-        needed = "safetensors is needed: pip install safetensors"
+        needed = "需要 safetensors：pip install safetensors"
         raise CheckpointError(needed) from None
     return safetensors.torch
 
@@ -192,7 +198,8 @@ def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
         return model, cfg, json.loads((folder / "data.json").read_text())
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{folder} is not an export folder ({reason})") from None
+        msg = "{} 不是导出文件夹（{}）"
+        raise CheckpointError(msg.format(folder, reason)) from None
 
 
 def model_weights(ckpt: dict, raw: bool = False) -> dict:
@@ -215,16 +222,14 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}")
-        if reshaped:
-            parts.append(f"shapes differ (checkpoint vs model): {reshaped[:5]}")
-        raise CheckpointError(
-            "the checkpoint was made for a different model config: " + "; ".join(parts)
-        )
+        texts = [
+            ("缺少键 {}", missing),
+            ("多出的键 {}", unexpected),
+            ("形状不同（检查点与模型）：{}", reshaped),
+        ]
+        parts = [text.format(keys[:5]) for text, keys in texts if keys]
+        msg = "这个检查点来自不同的模型配置："
+        raise CheckpointError(msg + "；".join(parts))
     model.load_state_dict(state)
 
 
@@ -266,9 +271,8 @@ def restore(ckpt: dict, parts: dict) -> Progress:
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         # 缺少某个键、换了优化器或换了模型配置：用一行说明。
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"the checkpoint does not fit this run: {reason}"
-        ) from None
+        msg = "这个检查点与本次训练不符：{}"
+        raise CheckpointError(msg.format(reason)) from None
     resumed = "从第 {step} 步（第 {epoch} 轮）恢复训练"
     resumed = resumed.format(step=progress.step, epoch=progress.epoch)
     print(resumed, file=sys.stderr)
@@ -280,17 +284,16 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     绝不会被悄悄覆盖。
     """
     if any(p.is_file() for p in (out_dir, *out_dir.parents)):
-        raise ConfigError(f"--out-dir {out_dir}: a file is in the way of that folder")
+        msg = "--out-dir {}：有一个文件占着这个文件夹的位置"
+        raise ConfigError(msg.format(out_dir))
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")
     if cfg.resume != "none":
         return load_checkpoint(cfg.resume)
     held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
     if any(p.exists() for p in held) and not cfg.overwrite:
-        raise ConfigError(
-            f"{out_dir} already holds a run: continue it with --resume auto, "
-            "or replace it with --overwrite"
-        )
+        msg = "{} 里已有一次训练：用 --resume auto 接着训练，或用 --overwrite 覆盖它"
+        raise ConfigError(msg.format(out_dir))
     if cfg.overwrite:
         # 从头开始：旧运行的检查点也一并删除，否则第一次保存会把旧的 last.pt
         # 留作本次运行的后备。

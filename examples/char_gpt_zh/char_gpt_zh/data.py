@@ -85,10 +85,11 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     )
     batches = GlobalBatches(len(data.train), cfg, rank, world)
     if batches.steps_per_epoch == 0:
-        raise DataError(
-            f"the training split has {len(data.train)} examples, fewer than one "
-            f"optimizer step ({batches.step_samples}); lower --batch-size"
+        msg = (
+            "训练集只有 {n} 个样本，不够一次优化器更新（{need} 个）；"
+            "请调小 --batch-size"
         )
+        raise DataError(msg.format(n=len(data.train), need=batches.step_samples))
     # DataLoader 使用独立的生成器：创建迭代器时不会从 dropout
     # 所用的全局随机数生成器取数，精确恢复训练需要这一点。
     train = DataLoader(
@@ -190,10 +191,11 @@ def shard_meta(folder: Path) -> tuple[dict, int, str]:
     """
     path = folder / "meta.json"
     if not path.is_file():
-        raise DataError(
-            f"{folder} has no meta.json: make token shards with "
-            f"python -m char_gpt_zh.prepare TEXT --out {folder}"
+        msg = (
+            "{folder} 里没有 meta.json：请用 python -m {pkg}.prepare TEXT --out "
+            "{folder} 生成词元分片"
         )
+        raise DataError(msg.format(folder=folder, pkg="char_gpt_zh"))
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
         dtype, vocab_size = np.dtype(meta["dtype"]), int(meta["vocab_size"])
@@ -202,21 +204,23 @@ def shard_meta(folder: Path) -> tuple[dict, int, str]:
         text = (folder / "tokenizer.json").read_text("utf-8") if bpe else ""
         words = json.loads(text)["model"]["vocab"] if bpe else meta["vocab"]
     except (OSError, ValueError, TypeError, KeyError) as e:
-        raise DataError(f"{path} does not describe token shards ({e!r})") from None
+        msg = "{} 描述的不是词元分片（{!r}）"
+        raise DataError(msg.format(path, e)) from None
     if dtype != token_dtype(vocab_size) or len(words) != vocab_size:
-        raise DataError(
-            f"{path} does not match: {dtype} ids for a vocabulary of {vocab_size}, "
-            f"{len(words)} tokens; run prepare again"
+        msg = (
+            "{} 前后不一致：{} 类型的编号对应 {} 个词的词表，实际有 {} 个词元；"
+            "请重新运行 prepare"
         )
+        raise DataError(msg.format(path, dtype, vocab_size, len(words)))
     for split, size in sizes.items():
         shard = folder / f"{split}.bin"
         found = shard.stat().st_size if shard.is_file() else 0
         if not size:
-            raise DataError(f"{shard} holds no tokens; prepare more text")
+            msg = "{} 里没有词元；请准备更多文本"
+            raise DataError(msg.format(shard))
         if found != size:
-            raise DataError(
-                f"{shard} holds {found} bytes, meta.json says {size}; run prepare again"
-            )
+            msg = "{} 有 {} 字节，meta.json 记录的是 {}；请重新运行 prepare"
+            raise DataError(msg.format(shard, found, size))
     if bpe:
         return {"tokenizer": "bpe", "tokenizer_json": text}, vocab_size, str(dtype)
     return {"tokenizer": "char", "vocab": words}, vocab_size, str(dtype)
@@ -243,18 +247,22 @@ def build_datasets(cfg: Config) -> Data:
         elif where.is_file():
             ids, meta = in_memory(lambda: read_text(where))
         else:
-            raise DataError(f"no text file or shard folder at {where}")
+            msg = "{} 处没有文本文件或分片文件夹"
+            raise DataError(msg.format(where))
         vocab_size = len(meta["vocab"])
         # 用文本的末尾做验证：随机窗口会与训练文本重叠。
         n_val = max(cfg.seq_len + 1, round(len(ids) * cfg.val_fraction))
         train, val = ids[:-n_val], ids[-n_val:]
-    for split, ids in (("training", train), ("validation", val)):
+    splits = ("训练", train), ("验证", val)
+    for split, ids in splits:
         if len(ids) < cfg.seq_len + 1:
-            raise DataError(
-                f"{cfg.data_path or 'the synthetic text'} is too short for seq_len "
-                f"{cfg.seq_len}: the {split} split has {len(ids)} tokens, fewer than "
-                "one window (seq_len + 1); use more text or a smaller --seq-len"
+            msg = (
+                "{} 对 seq_len {} 来说太短：{}集只有 {} 个词元，"
+                "不够一个窗口（seq_len + 1）；请使用更多文本或更小的 --seq-len"
             )
+            where = cfg.data_path or "合成文本"
+            n = len(ids)
+            raise DataError(msg.format(where, cfg.seq_len, split, n))
     return Data(
         Windows(train, cfg.seq_len, cfg.seed),
         Windows(val, cfg.seq_len, limit=MAX_VAL_WINDOWS),

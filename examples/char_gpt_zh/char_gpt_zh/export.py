@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         export(args.checkpoint, Path(args.out), args.raw_weights)
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "错误：{}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {args.out}/model.safetensors, config.json and data.json")
+    wrote = "已写出 {}/model.safetensors、config.json 和 data.json"
+    print(wrote.format(args.out))
 
 
 if __name__ == "__main__":

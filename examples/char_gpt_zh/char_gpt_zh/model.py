@@ -15,7 +15,7 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, attn_dropout: float):
         super().__init__()
-        assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
+        assert d_model % n_heads == 0, "d_model 必须能被 n_heads 整除"
         self.n_heads = n_heads
         self.attn_dropout = attn_dropout
         # 用一次矩阵乘法同时算出查询、键和值：比三次更快。

@@ -32,7 +32,7 @@ def bpe_library():
     try:
         import tokenizers
     except ImportError:
-        needed = 'tokenizers is needed for --tokenizer bpe: pip install -e ".[bpe]"'
+        needed = '--tokenizer bpe 需要 tokenizers：pip install -e ".[bpe]"'
         raise DataError(needed) from None
     return tokenizers
 
@@ -87,7 +87,8 @@ def read_text(path: Path, start: int = 0, end: int | None = None):
     或其他编码会被拒绝，并给出文件名。
     """
     if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty")
+        msg = "{} 是空的"
+        raise DataError(msg.format(path))
     decoder = codecs.getincrementaldecoder("utf-8")()
     with open(path, "rb") as f:
         f.seek(start)
@@ -97,12 +98,14 @@ def read_text(path: Path, start: int = 0, end: int | None = None):
             if not data:
                 break
             if b"\0" in data:
-                raise DataError(f"{path} is binary, not text (it holds NUL bytes)")
+                msg = "{} 是二进制文件，不是文本（含有 NUL 字节）"
+                raise DataError(msg.format(path))
             try:
                 text = decoder.decode(data, final=len(data) == left)
             except UnicodeDecodeError as e:
                 where = f.tell() - len(data) + e.start
-                raise DataError(f"{path} is not UTF-8 text (byte {where})") from None
+                msg = "{} 不是 UTF-8 编码的文本（第 {} 字节）"
+                raise DataError(msg.format(path, where)) from None
             left -= len(data)
             yield text
 
@@ -131,7 +134,8 @@ class Chars:
         ids = self.table[code_points(text)]
         if (ids < 0).any():
             unknown = sorted(set(text) - set(self.vocab))
-            raise DataError(f"characters outside the vocabulary: {unknown[:10]}")
+            msg = "词表之外的字符：{}"
+            raise DataError(msg.format(unknown[:10]))
         return ids
 
     def decode(self, ids: list[int]) -> str:
@@ -161,14 +165,17 @@ def text_files(inputs: list[str]) -> list[Path]:
             # 目录中的空文件（例如 __init__.py）没有内容可加
             found = [p for p in found if p.stat().st_size]
             if not found:
-                raise DataError(f"{path} holds no text files ({' '.join(SUFFIXES)})")
+                msg = "{} 里没有文本文件（{}）"
+                raise DataError(msg.format(path, " ".join(SUFFIXES)))
             files += found
         elif path.is_file():
             if not path.stat().st_size:
-                raise DataError(f"{path} is empty")
+                msg = "{} 是空的"
+                raise DataError(msg.format(path))
             files.append(path)
         else:
-            raise DataError(f"no text file or folder at {path}")
+            msg = "{} 处没有文本文件或文件夹"
+            raise DataError(msg.format(path))
     return files
 
 
@@ -265,10 +272,8 @@ def prepare(
                         np.asarray(encoder.encode(text), dtype=dtype).tofile(f)
                 count = f.tell() // dtype.itemsize
             if not count:
-                raise DataError(
-                    f"the {split} split is empty: use more text or another "
-                    "--val-fraction"
-                )
+                msg = "{} 部分是空的：请使用更多文本，或换一个 --val-fraction"
+                raise DataError(msg.format(split))
             meta[f"{split}_tokens"] = count
             written.append(tmp)
         meta["sources"] = parts
@@ -323,14 +328,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if not 0 < args.val_fraction < 1:
-        parser.exit(2, "error: --val-fraction must be in (0, 1)\n")
+        parser.exit(2, "错误：--val-fraction 必须在 (0, 1) 之间" + "\n")
     if args.tokenizer == "bpe" and not 257 <= args.vocab_size <= 2**32:
-        parser.exit(2, "error: --vocab-size must be in [257, 2**32] for bpe\n")
+        parser.exit(2, "错误：bpe 的 --vocab-size 必须在 [257, 2**32] 之间" + "\n")
     started, inputs, out = time.perf_counter(), args.inputs, Path(args.out)
     try:
         meta = prepare(inputs, out, args.tokenizer, args.vocab_size, args.val_fraction)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "错误：{}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     seconds = time.perf_counter() - started
     size = sum(p["bytes"] for p in meta["sources"]) / 1e6

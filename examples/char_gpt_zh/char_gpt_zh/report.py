@@ -25,7 +25,8 @@ def read_run(folder: Path) -> dict:
     """
     path = folder / "metrics.jsonl"
     if not path.is_file():
-        print(f"error: {folder} is not a run: no metrics.jsonl", file=sys.stderr)
+        msg = "错误：{} 不是一次训练：没有 metrics.jsonl"
+        print(msg.format(folder), file=sys.stderr)
         sys.exit(2)
     events = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -33,7 +34,8 @@ def read_run(folder: Path) -> dict:
             event = json.loads(line)
             events.append({"split": event["split"], "step": event["step"], **event})
         except (json.JSONDecodeError, KeyError, TypeError):
-            print(f"note: {path}:{number} is damaged; skipped", file=sys.stderr)
+            msg = "注意：{}:{} 已损坏，跳过"
+            print(msg.format(path, number), file=sys.stderr)
     config = {}
     if (folder / "config.toml").is_file():
         config = tomllib.loads((folder / "config.toml").read_text())
@@ -53,8 +55,11 @@ def plot(runs: list[dict], out: Path) -> list[str]:
     try:
         import matplotlib
     except ImportError:
-        need = "pip install matplotlib (or pip install -e '.[plots]')"
-        print(f"error: the report draws with matplotlib: {need}", file=sys.stderr)
+        need = (
+            "错误：报告要用 matplotlib 画图：pip install matplotlib（或 pip install -e "
+            "'.[plots]'）"
+        )
+        print(need, file=sys.stderr)
         sys.exit(1)
     matplotlib.use("Agg")  # 不开窗口，只写文件
     import matplotlib.pyplot as plt
@@ -108,8 +113,8 @@ def table(runs: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = Parser(description="Compare runs: plots and report.md.")
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir)")
+    parser = Parser(description="比较多次训练：画图并写出 report.md。")
+    parser.add_argument("runs", nargs="+", type=Path, help="训练文件夹（out_dir）")
     parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
     args = parser.parse_args(argv)
     runs = [read_run(folder) for folder in args.runs]
@@ -123,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Runs", "", *table(runs), ""]
     lines += [f"![{name}]({name}.png)" for name in drawn]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'report.md'} and {len(drawn)} plots")
+    wrote = "已写出 {} 和 {} 张图"
+    print(wrote.format(args.out / "report.md", len(drawn)))
 
 
 if __name__ == "__main__":

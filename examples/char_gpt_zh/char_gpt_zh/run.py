@@ -58,7 +58,8 @@ def read_json(path: Path) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        print(f"warning: {path}: {e}; writing it anew", file=sys.stderr)
+        msg = "警告：{}：{}；重新写一份"
+        print(msg.format(path, e), file=sys.stderr)
         return {}
     return record if isinstance(record, dict) else {}
 

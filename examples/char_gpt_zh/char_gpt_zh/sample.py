@@ -16,7 +16,8 @@ from char_gpt_zh.train import pick_device
 
 def refuse(message: str, code: int) -> None:
     """错误的参数在 stderr 上输出一行，并以相应的退出码结束。"""
-    print(f"error: {message}", file=sys.stderr)
+    msg = "错误：{}"
+    print(msg.format(message), file=sys.stderr)
     sys.exit(code)
 
 
@@ -50,11 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if not 0 < args.temperature < math.inf:
-        refuse("--temperature must be a finite number > 0", 2)
+        refuse("--temperature 必须是大于 0 的有限数", 2)
     if args.max_new_tokens < 0:
-        refuse("--max-new-tokens must be >= 0", 2)
+        refuse("--max-new-tokens 必须大于等于 0", 2)
     if not 0 <= args.seed < 2**32:
-        refuse(f"--seed must be in [0, 2**32), got {args.seed}", 2)
+        msg = "--seed 必须在 [0, 2**32) 之间，而不是 {}"
+        refuse(msg.format(args.seed), 2)
     try:
         device = pick_device(args.device)
     except ConfigError as e:
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ids = list(tokenizer.encode(args.prompt))
     except DataError as e:
-        refuse(f"the prompt has {e}", 2)
+        msg = "提示词中有{}"
+        refuse(msg.format(e), 2)
     torch.manual_seed(args.seed)
     model.to(device).eval()
     # 提示为空时，从词表里的第一个字符开始生成（多数文本里是换行符），

@@ -41,11 +41,10 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     count = torch.cuda.device_count()
     if device.type == "cuda" and (device.index or 0) >= count:
-        raise ConfigError(
-            f"--device {name}: this machine has {count} CUDA GPUs; use auto or cpu"
-        )
+        msg = "--device {}：这台机器只有 {} 块 CUDA GPU；请用 auto 或 cpu"
+        raise ConfigError(msg.format(name, count))
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: MPS is not available here; use auto or cpu")
+        raise ConfigError("--device mps：这里没有 MPS；请用 auto 或 cpu")
     return device
 
 
@@ -79,10 +78,8 @@ def check_flags(nonfinite_at: torch.Tensor) -> None:
     """在事件时检查：如果自上次事件以来出现过 inf 或 nan 损失，就用一行信息停止训练。"""
     bad = nonfinite_at.item()  # 两次事件之间唯一的主机读取
     if bad:
-        raise FloatingPointError(
-            f"the loss became inf or nan at step {bad}; "
-            "stopped before it reached a checkpoint"
-        )
+        msg = "损失在第 {} 步变成了 inf 或 nan；已在写入检查点之前停止"
+        raise FloatingPointError(msg.format(bad))
 
 
 class GracefulStop:
@@ -257,10 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         metrics = train(cfg)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "错误：{}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(2)
     except (DataError, CheckpointError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "错误：{}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
 

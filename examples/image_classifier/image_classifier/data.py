@@ -45,10 +45,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     train, val = perm[n_val:], perm[:n_val]
     need = max(cfg.batch_size, 2)  # the std of one example is nan
     if len(train) < need:
-        raise DataError(
-            f"the training split has {len(train)} examples, fewer than {need} (one "
-            "batch, and 2 for a standard deviation); use more data or a smaller batch"
+        msg = (
+            "the training split has {n} examples, fewer than {need} (one batch, and 2 "
+            "for a standard deviation); use more data or a smaller batch"
         )
+        raise DataError(msg.format(n=len(train), need=need))
     return train, val
 
 
@@ -118,10 +119,11 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     )
     batches = GlobalBatches(len(data.train), cfg, rank, world)
     if batches.steps_per_epoch == 0:
-        raise DataError(
-            f"the training split has {len(data.train)} examples, fewer than one "
-            f"optimizer step ({batches.step_samples}); lower --batch-size"
+        msg = (
+            "the training split has {n} examples, fewer than one optimizer step "
+            "({need}); lower --batch-size"
         )
+        raise DataError(msg.format(n=len(data.train), need=batches.step_samples))
     # A generator of its own: making an iterator then draws no number from the global
     # RNG that dropout uses, which exact resume needs.
     train = DataLoader(
@@ -169,9 +171,8 @@ def pillow():
     try:
         from PIL import Image
     except ImportError:
-        raise DataError(
-            "reading an image folder needs Pillow: pip install pillow"
-        ) from None
+        needed = "reading an image folder needs Pillow: pip install pillow"
+        raise DataError(needed) from None
     return Image
 
 
@@ -183,7 +184,8 @@ def image_files(folder: Path) -> list[Path]:
     files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise DataError(f"no images ({suffixes}) under {folder}")
+        msg = "no images ({}) under {}"
+        raise DataError(msg.format(suffixes, folder))
     return sorted(files)
 
 
@@ -193,12 +195,14 @@ def index_classes(root: Path) -> tuple[list[Path], list[str]]:
     """
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
     if not folders:
-        raise DataError(f"{root} has no class folders (one sub-folder per class)")
+        msg = "{} has no class folders (one sub-folder per class)"
+        raise DataError(msg.format(root))
     files, labels = [], []
     for folder in folders:
         found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
         if not found:
-            raise DataError(f"the class folder {folder} holds no images")
+            msg = "the class folder {} holds no images"
+            raise DataError(msg.format(folder))
         files += sorted(found)
         labels += [folder.name] * len(found)
     return files, labels
@@ -263,7 +267,8 @@ class ImageFolder(Dataset):
         # PIL raises OSError, SyntaxError or ValueError for a truncated or mislabelled
         # file.
         except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{file} is not a readable image ({e})") from None
+            msg = "{} is not a readable image ({})"
+            raise DataError(msg.format(file, e)) from None
         x = pixels.view(size, size, 3).permute(2, 0, 1).float() / 255
         if self.augment and flip < 0.5:
             x = x.flip(-1)
@@ -296,11 +301,13 @@ def image_folders(cfg: Config) -> Data:
     files, labels = index_classes(root / "train" if layout else root)
     classes = sorted(set(labels))
     if len(classes) < 2:
-        raise DataError(f"{cfg.data_path}: every image is of class {classes[0]!r}")
+        msg = "{}: every image is of class {!r}"
+        raise DataError(msg.format(cfg.data_path, classes[0]))
     if layout:
         val_files, val_labels = index_classes(root / "val")
         if unknown := sorted(set(val_labels) - set(classes)):
-            raise DataError(f"{root / 'val'} has classes not in train/: {unknown}")
+            msg = "{} has classes not in train/: {}"
+            raise DataError(msg.format(root / "val", unknown))
     else:
         train, val = (part.tolist() for part in split(len(files), cfg))
         val_files, val_labels = [files[i] for i in val], [labels[i] for i in val]
@@ -327,24 +334,27 @@ def read_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         with np.load(path) as arrays:
             arrays = {name: arrays[name] for name in arrays.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path} is not a .npz file of arrays x and y: {e}") from None
+        msg = "{} is not a .npz file of arrays x and y: {}"
+        raise DataError(msg.format(path, e)) from None
     if "x" not in arrays:
-        raise DataError(f"{path} has no array named x (found: {', '.join(arrays)})")
+        msg = "{} has no array named x (found: {})"
+        raise DataError(msg.format(path, ", ".join(arrays)))
     try:
         x = torch.from_numpy(arrays["x"]).float()
         y = torch.from_numpy(arrays["y"]) if "y" in arrays else None
     except TypeError as e:
         raise DataError(f"{path}: {e}") from None
     if x.dim() != 4:
-        raise DataError(f"{path}: x must have shape (N, C, H, W), got {tuple(x.shape)}")
+        msg = "{}: x must have shape (N, C, H, W), got {}"
+        raise DataError(msg.format(path, tuple(x.shape)))
     if y is not None and y.shape != (len(x),):
-        raise DataError(
-            f"{path}: y must have shape ({len(x)},) like x, got {tuple(y.shape)}"
-        )
+        msg = "{}: y must have shape ({},) like x, got {}"
+        raise DataError(msg.format(path, len(x), tuple(y.shape)))
     for name, t in (("x", x), ("y", y)):
         if t is not None and t.is_floating_point() and not t.isfinite().all():
             i = int((~t.isfinite()).reshape(len(t), -1).any(1).nonzero()[0])
-            raise DataError(f"{path}: {name}[{i}] holds nan or inf")
+            msg = "{}: {}[{}] holds nan or inf"
+            raise DataError(msg.format(path, name, i))
     return x, y
 
 
@@ -353,19 +363,20 @@ def build_datasets(cfg: Config) -> Data:
     later.
     """
     if cfg.data_path and not Path(cfg.data_path).exists():
-        raise DataError(f"no data file or folder at {cfg.data_path}")
+        msg = "no data file or folder at {}"
+        raise DataError(msg.format(cfg.data_path))
     if cfg.data_path and Path(cfg.data_path).is_dir():
         return image_folders(cfg)
     if cfg.data_path:
         x, labels = read_npz(cfg.data_path)
         if labels is None:
-            raise DataError(
-                f"{cfg.data_path} has no labels (an array y, or class folders)"
-            )
+            msg = "{} has no labels (an array y, or class folders)"
+            raise DataError(msg.format(cfg.data_path))
         labels = [str(v) for v in labels.tolist()]
         classes = sorted(set(labels))
         if len(classes) < 2:
-            raise DataError(f"{cfg.data_path}: every image is of class {labels[0]!r}")
+            msg = "{}: every image is of class {!r}"
+            raise DataError(msg.format(cfg.data_path, labels[0]))
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     else:
@@ -387,10 +398,8 @@ def build_datasets(cfg: Config) -> Data:
 
 def check_channels(channels: int, meta: dict) -> None:
     if channels != len(meta["mean"]):
-        raise DataError(
-            f"the images have {channels} channels; the model was trained on "
-            f"{len(meta['mean'])}"
-        )
+        msg = "the images have {} channels; the model was trained on {}"
+        raise DataError(msg.format(channels, len(meta["mean"])))
 
 
 def encode(meta: dict, x: torch.Tensor) -> torch.Tensor:

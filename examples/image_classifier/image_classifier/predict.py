@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{names[row] if names else row + 1}\t{p}")
                 row += 1
     except (CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
 
 

@@ -26,7 +26,8 @@ def read_run(folder: Path) -> dict:
     """
     path = folder / "metrics.jsonl"
     if not path.is_file():
-        print(f"error: {folder} is not a run: no metrics.jsonl", file=sys.stderr)
+        msg = "error: {} is not a run: no metrics.jsonl"
+        print(msg.format(folder), file=sys.stderr)
         sys.exit(2)
     events = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -34,7 +35,8 @@ def read_run(folder: Path) -> dict:
             event = json.loads(line)
             events.append({"split": event["split"], "step": event["step"], **event})
         except (json.JSONDecodeError, KeyError, TypeError):
-            print(f"note: {path}:{number} is damaged; skipped", file=sys.stderr)
+            msg = "note: {}:{} is damaged; skipped"
+            print(msg.format(path, number), file=sys.stderr)
     config = {}
     if (folder / "config.toml").is_file():
         config = tomllib.loads((folder / "config.toml").read_text())
@@ -56,8 +58,11 @@ def plot(runs: list[dict], out: Path) -> list[str]:
     try:
         import matplotlib
     except ImportError:
-        need = "pip install matplotlib (or pip install -e '.[plots]')"
-        print(f"error: the report draws with matplotlib: {need}", file=sys.stderr)
+        need = (
+            "error: the report draws with matplotlib: pip install matplotlib (or pip "
+            "install -e '.[plots]')"
+        )
+        print(need, file=sys.stderr)
         sys.exit(1)
     matplotlib.use("Agg")  # no window: files only
     import matplotlib.pyplot as plt
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Runs", "", *table(runs), ""]
     lines += [f"![{name}]({name}.png)" for name in drawn]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'report.md'} and {len(drawn)} plots")
+    wrote = "wrote {} and {} plots"
+    print(wrote.format(args.out / "report.md", len(drawn)))
 
 
 if __name__ == "__main__":

@@ -55,9 +55,8 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     count = torch.cuda.device_count()
     if device.type == "cuda" and (device.index or 0) >= count:
-        raise ConfigError(
-            f"--device {name}: this machine has {count} CUDA GPUs; use auto or cpu"
-        )
+        msg = "--device {}: this machine has {} CUDA GPUs; use auto or cpu"
+        raise ConfigError(msg.format(name, count))
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: MPS is not available here; use auto or cpu")
     return device
@@ -106,10 +105,11 @@ def check_flags(nonfinite_at: torch.Tensor, signum: int | None) -> int | None:
     flags = torch.stack([nonfinite_at, nonfinite_at.new_tensor(signum or 0)])
     bad, signum = all_ranks(flags, dist.ReduceOp.MAX).tolist()
     if bad:
-        raise FloatingPointError(
-            f"the loss became inf or nan at step {bad}; "
-            "stopped before it reached a checkpoint"
+        msg = (
+            "the loss became inf or nan at step {}; stopped before it reached a "
+            "checkpoint"
         )
+        raise FloatingPointError(msg.format(bad))
     return signum or None
 
 
@@ -299,10 +299,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         metrics = train(cfg)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(2)
     except (DataError, CheckpointError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     finally:
         is_rank0 = not dist.is_initialized() or dist.get_rank() == 0

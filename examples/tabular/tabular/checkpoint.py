@@ -113,15 +113,18 @@ def latest_checkpoint(path: Path) -> dict | None:
             try:
                 return load_checkpoint(candidate)
             except CheckpointError as e:
-                print(f"warning: {e}", file=sys.stderr)
+                msg = "warning: {}"
+                print(msg.format(e), file=sys.stderr)
                 damaged.append(candidate.name)
     if damaged:
         # Starting over would overwrite best.pt and metrics.jsonl: stop instead, before
         # anything changes.
-        raise CheckpointError(
-            f"{path.parent}: {' and '.join(damaged)} cannot be loaded and there is "
-            "no readable fallback; nothing was changed (--resume PATH picks a file)"
+        msg = (
+            "{where}: {names} cannot be loaded and there is no readable fallback; "
+            "nothing was changed (--resume PATH picks a file)"
         )
+        names = "and".join(damaged)
+        raise CheckpointError(msg.format(where=path.parent, names=names))
     return None
 
 
@@ -130,11 +133,13 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
     another model, or one without them, is a CheckpointError, not a TypeError.
     """
     if not isinstance(ckpt.get("config"), dict) or "data" not in ckpt:
-        raise CheckpointError(f"{path} has no config or data: weights only, not a run")
+        msg = "{} has no config or data: weights only, not a run"
+        raise CheckpointError(msg.format(path))
     try:
         return Config(**ckpt["config"]), ckpt["data"]
     except (TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path} is of another model: {e}") from None
+        msg = "{} is of another model: {}"
+        raise CheckpointError(msg.format(path, e)) from None
 
 
 def weights_of(ckpt: dict, path: str | Path) -> dict:
@@ -145,7 +150,8 @@ def weights_of(ckpt: dict, path: str | Path) -> dict:
         return ckpt["model"]
     if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return ckpt
-    raise CheckpointError(f"{path} holds no model weights (no key 'model')")
+    msg = "{} holds no model weights (no key 'model')"
+    raise CheckpointError(msg.format(path))
 
 
 def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]:
@@ -186,7 +192,8 @@ def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
         return model, cfg, json.loads((folder / "data.json").read_text())
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{folder} is not an export folder ({reason})") from None
+        msg = "{} is not an export folder ({})"
+        raise CheckpointError(msg.format(folder, reason)) from None
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
@@ -200,16 +207,14 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}")
-        if reshaped:
-            parts.append(f"shapes differ (checkpoint vs model): {reshaped[:5]}")
-        raise CheckpointError(
-            "the checkpoint was made for a different model config: " + "; ".join(parts)
-        )
+        texts = [
+            ("missing keys {}", missing),
+            ("unexpected keys {}", unexpected),
+            ("shapes differ (checkpoint vs model): {}", reshaped),
+        ]
+        parts = [text.format(keys[:5]) for text, keys in texts if keys]
+        msg = "the checkpoint was made for a different model config:"
+        raise CheckpointError(msg + ";".join(parts))
     model.load_state_dict(state)
 
 
@@ -255,9 +260,8 @@ def restore(ckpt: dict, parts: dict) -> Progress:
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         # A missing key, another optimizer or another model config: say so in one line.
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"the checkpoint does not fit this run: {reason}"
-        ) from None
+        msg = "the checkpoint does not fit this run: {}"
+        raise CheckpointError(msg.format(reason)) from None
     resumed = "resumed from step {step} (epoch {epoch})"
     resumed = resumed.format(step=progress.step, epoch=progress.epoch)
     print(resumed, file=sys.stderr)
@@ -269,17 +273,19 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     a run is never overwritten silently.
     """
     if any(p.is_file() for p in (out_dir, *out_dir.parents)):
-        raise ConfigError(f"--out-dir {out_dir}: a file is in the way of that folder")
+        msg = "--out-dir {}: a file is in the way of that folder"
+        raise ConfigError(msg.format(out_dir))
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")
     if cfg.resume != "none":
         return load_checkpoint(cfg.resume)
     held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
     if any(p.exists() for p in held) and not cfg.overwrite:
-        raise ConfigError(
-            f"{out_dir} already holds a run: continue it with --resume auto, "
-            "or replace it with --overwrite"
+        msg = (
+            "{} already holds a run: continue it with --resume auto, or replace it "
+            "with --overwrite"
         )
+        raise ConfigError(msg.format(out_dir))
     if cfg.overwrite:
         # Starting over: the old run's checkpoints go too, or the first save would keep
         # its last.pt as this run's fallback.

@@ -30,10 +30,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     train, val = perm[n_val:], perm[:n_val]
     need = max(cfg.batch_size, 2)  # the std of one example is nan
     if len(train) < need:
-        raise DataError(
-            f"the training split has {len(train)} examples, fewer than {need} (one "
-            "batch, and 2 for a standard deviation); use more data or a smaller batch"
+        msg = (
+            "the training split has {n} examples, fewer than {need} (one batch, and 2 "
+            "for a standard deviation); use more data or a smaller batch"
         )
+        raise DataError(msg.format(n=len(train), need=need))
     return train, val
 
 
@@ -99,10 +100,11 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     )
     batches = GlobalBatches(len(data.train), cfg, rank, world)
     if batches.steps_per_epoch == 0:
-        raise DataError(
-            f"the training split has {len(data.train)} examples, fewer than one "
-            f"optimizer step ({batches.step_samples}); lower --batch-size"
+        msg = (
+            "the training split has {n} examples, fewer than one optimizer step "
+            "({need}); lower --batch-size"
         )
+        raise DataError(msg.format(n=len(data.train), need=batches.step_samples))
     # A generator of its own: making an iterator then draws no number from the global
     # RNG that dropout uses, which exact resume needs.
     train = DataLoader(
@@ -130,9 +132,8 @@ def _number(path: str, line: int, column: str, text: str) -> float:
     # float() accepts "nan" and "inf"; one of them would make the loss nan at the first
     # step.
     if not math.isfinite(value):
-        raise DataError(
-            f"{path}:{line}: column {column!r} is not a finite number: {text!r}"
-        )
+        msg = "{}:{}: column {!r} is not a finite number: {!r}"
+        raise DataError(msg.format(path, line, column, text))
     return value
 
 
@@ -141,7 +142,8 @@ def read_csv(
 ) -> tuple[list[str], torch.Tensor, list[str] | None]:
     """Feature names, features (N, D), and the target column as text, or None."""
     if not Path(path).is_file():
-        raise DataError(f"no data file at {path}")
+        msg = "no data file at {}"
+        raise DataError(msg.format(path))
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -150,17 +152,17 @@ def read_csv(
     except (UnicodeDecodeError, csv.Error) as e:
         # Latin-1, binary or NUL bytes: one line naming the file, not a
         # UnicodeDecodeError.
-        raise DataError(f"{path} is not a UTF-8 CSV file ({e})") from None
+        msg = "{} is not a UTF-8 CSV file ({})"
+        raise DataError(msg.format(path, e)) from None
     if not rows:
-        raise DataError(f"{path} has no data rows")
+        msg = "{} has no data rows"
+        raise DataError(msg.format(path))
     for line, row in enumerate(rows, start=2):
         if None in row or None in row.values():
             # csv.DictReader files extra fields under None and fills missing ones with
             # None.
-            raise DataError(
-                f"{path}:{line}: the row's fields do not match the header's "
-                f"{len(columns)} columns"
-            )
+            msg = "{}:{}: the row's fields do not match the header's {} columns"
+            raise DataError(msg.format(path, line, len(columns)))
     features = [c for c in columns if c != target]
     x = [
         [_number(path, line, c, row[c]) for c in features]
@@ -177,13 +179,13 @@ def build_datasets(cfg: Config) -> Data:
     if cfg.data_path:
         features, x, labels = read_csv(cfg.data_path, cfg.target)
         if labels is None:
-            raise DataError(
-                f"{cfg.data_path} has no target column {cfg.target!r} "
-                f"(columns: {', '.join(features)}); name it with --target"
-            )
+            msg = "{} has no target column {!r} (columns: {}); name it with --target"
+            columns = ", ".join(features)
+            raise DataError(msg.format(cfg.data_path, cfg.target, columns))
         classes = sorted(set(labels))
         if len(classes) < 2:
-            raise DataError(f"{cfg.data_path}: every row is of class {labels[0]!r}")
+            msg = "{}: every row is of class {!r}"
+            raise DataError(msg.format(cfg.data_path, labels[0]))
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     else:

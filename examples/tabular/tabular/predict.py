@@ -25,15 +25,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.data_path:
             features, x, labels = read_csv(args.data_path, cfg.target)
             if features != meta["features"]:
-                raise DataError(
-                    f"{args.data_path} has columns {features}, not {meta['features']}"
-                )
+                msg = "{} has columns {}, not {}"
+                raise DataError(msg.format(args.data_path, features, meta["features"]))
             x = encode(meta, x)
         else:
             x, y = build_datasets(cfg).val.tensors
             labels = [meta["classes"][i] for i in y]
     except (CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     model.eval()
     with torch.no_grad():
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         accuracy = sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(
             labels
         )
-        print(f"accuracy: {accuracy:.4f} on {len(labels)} examples", file=sys.stderr)
+        msg = "accuracy: {:.4f} on {} examples"
+        print(msg.format(accuracy, len(labels)), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,8 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     count = torch.cuda.device_count()
     if device.type == "cuda" and (device.index or 0) >= count:
-        raise ConfigError(
-            f"--device {name}: this machine has {count} CUDA GPUs; use auto or cpu"
-        )
+        msg = "--device {}: this machine has {} CUDA GPUs; use auto or cpu"
+        raise ConfigError(msg.format(name, count))
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: MPS is not available here; use auto or cpu")
     return device
@@ -85,10 +84,11 @@ def check_flags(nonfinite_at: torch.Tensor) -> None:
     """At an event: stop with one line if a loss was inf or nan since the last one."""
     bad = nonfinite_at.item()  # the only host read between events
     if bad:
-        raise FloatingPointError(
-            f"the loss became inf or nan at step {bad}; "
-            "stopped before it reached a checkpoint"
+        msg = (
+            "the loss became inf or nan at step {}; stopped before it reached a "
+            "checkpoint"
         )
+        raise FloatingPointError(msg.format(bad))
 
 
 class GracefulStop:
@@ -251,10 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         metrics = train(cfg)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(2)
     except (DataError, CheckpointError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
 

@@ -34,10 +34,11 @@ def split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     train, val = perm[n_val:], perm[:n_val]
     need = max(cfg.batch_size, 2)  # the std of one example is nan
     if len(train) < need:
-        raise DataError(
-            f"the training split has {len(train)} examples, fewer than {need} (one "
-            "batch, and 2 for a standard deviation); use more data or a smaller batch"
+        msg = (
+            "the training split has {n} examples, fewer than {need} (one batch, and 2 "
+            "for a standard deviation); use more data or a smaller batch"
         )
+        raise DataError(msg.format(n=len(train), need=need))
     return train, val
 
 
@@ -103,10 +104,11 @@ def loaders(data: Data, cfg: Config, device, rank: int, world: int) -> tuple:
     )
     batches = GlobalBatches(len(data.train), cfg, rank, world)
     if batches.steps_per_epoch == 0:
-        raise DataError(
-            f"the training split has {len(data.train)} examples, fewer than one "
-            f"optimizer step ({batches.step_samples}); lower --batch-size"
+        msg = (
+            "the training split has {n} examples, fewer than one optimizer step "
+            "({need}); lower --batch-size"
         )
+        raise DataError(msg.format(n=len(data.train), need=batches.step_samples))
     # A generator of its own: making an iterator then draws no number from the global
     # RNG that dropout uses, which exact resume needs.
     train = DataLoader(
@@ -232,11 +234,13 @@ def bpe_texts(texts: list[str], rows: list[int]):
 def read_tsv(path: str) -> tuple[list[str | None], list[str], list[int]]:
     """Labels and texts of label<TAB>text lines (a line without a tab has no label)."""
     if not Path(path).is_file():
-        raise DataError(f"no data file at {path}")
+        msg = "no data file at {}"
+        raise DataError(msg.format(path))
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e})") from None
+        msg = "{} is not UTF-8 text ({})"
+        raise DataError(msg.format(path, e)) from None
     labels, texts, numbers = [], [], []
     for number, line in enumerate(lines, start=1):
         if line.strip():
@@ -245,7 +249,8 @@ def read_tsv(path: str) -> tuple[list[str | None], list[str], list[int]]:
             texts.append(text if tab else line)
             numbers.append(number)  # the file's own line number, blank lines counted
     if not texts:
-        raise DataError(f"{path} has no lines of text")
+        msg = "{} has no lines of text"
+        raise DataError(msg.format(path))
     return labels, texts, numbers
 
 
@@ -263,9 +268,8 @@ def build_datasets(cfg: Config) -> Data:
         labels, texts, numbers = read_tsv(cfg.data_path)
         if None in labels:
             line = numbers[labels.index(None)]
-            raise DataError(
-                f"{cfg.data_path}: line {line} has no tab; use label<TAB>text"
-            )
+            msg = "{}: line {} has no tab; use label<TAB>text"
+            raise DataError(msg.format(cfg.data_path, line))
         train, val = split(len(texts), cfg)
         if cfg.tokenizer == "bpe":
             # A byte-level BPE trained on the training split only (it knows every byte,
@@ -281,7 +285,8 @@ def build_datasets(cfg: Config) -> Data:
         tokens = encode(texts, meta, cfg)
         classes = sorted(set(labels))
         if len(classes) < 2:
-            raise DataError(f"{cfg.data_path}: every line is of class {labels[0]!r}")
+            msg = "{}: every line is of class {!r}"
+            raise DataError(msg.format(cfg.data_path, labels[0]))
         index = {c: i for i, c in enumerate(classes)}
         y = torch.tensor([index[v] for v in labels])
     sizes = {"vocab_size": encoder(meta, cfg)[1]}

@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         export(args.checkpoint, Path(args.out))
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {args.out}/model.safetensors, config.json and data.json")
+    wrote = "wrote {}/model.safetensors, config.json and data.json"
+    print(wrote.format(args.out))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             tokens, _ = build_datasets(cfg).val.tensors
     except (CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        msg = "error: {}"
+        print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     model.eval()
     with torch.no_grad():
