@@ -43,10 +43,7 @@ RANGES = {
     "betas": ("在 [0, 1) 内", lambda v: 0 <= v < 1),
     "val_fraction": ("在 (0, 1) 内", lambda v: 0 < v < 1),
     "seed": ("在 [0, 2**32) 内", lambda v: 0 <= v < 2**32),
-    "num_workers": (
-        "在 0 到 256 之间（每个 worker 都是一个进程，各有一份数据集对象）",
-        lambda v: 0 <= v <= 256,
-    ),
+    "num_workers": ("在 0 到 256 之间", lambda v: 0 <= v <= 256),
 }
 # 40 亿个数：fp32 下就是 16 GB，还没算梯度和优化器状态。
 MAX_NUMBERS = 2**32

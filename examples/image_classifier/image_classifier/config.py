@@ -44,10 +44,7 @@ RANGES = {
     "betas": ("in [0, 1)", lambda v: 0 <= v < 1),
     "val_fraction": ("in (0, 1)", lambda v: 0 < v < 1),
     "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),
-    "num_workers": (
-        "between 0 and 256 (each worker is a process with its own copy of the dataset object)",
-        lambda v: 0 <= v <= 256,
-    ),
+    "num_workers": ("between 0 and 256", lambda v: 0 <= v <= 256),
 }
 # 4 billion numbers: 16 GB in fp32, before gradients and optimizer state.
 MAX_NUMBERS = 2**32
