@@ -56,6 +56,27 @@ def test_flag_errors_are_one_line_not_a_usage_block(project, capsys, module, arg
     assert err.startswith("error: ") and "usage:" not in err
 
 
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_sample_and_prepare_errors_are_one_line_too(project, capsys, lang):
+    zh = lang == "zh"
+    cases = [
+        ("sample", ["--bogus"], "无法识别的参数：--bogus" if zh else "unrecognized arguments"),
+        ("sample", ["--top-k", "x"], "--top-k: 'x'"),
+        ("prepare", [], "缺少必需的参数：INPUT" if zh else "arguments are required: INPUT"),
+        ("prepare", ["a", "--out", "b", "--tokenizer", "q"], "'q'（可选：" if zh else "'q'"),
+        ("prepare", ["a", "--out", "b", "--val-fraction", "2"], "--val-fraction"),
+    ]
+    with project(f"argerr{lang}", model="gpt", lang=lang) as p:
+        for module, argv, needle in cases:
+            code, err = run_main(p, module, argv, capsys)
+            assert code == 2 and err.count("\n") == 1 and needle in err, (argv, err)
+            assert err.startswith("错误：" if zh else "error: ") and "usage" not in err
+        with pytest.raises(SystemExit):
+            p.module("prepare").main(["--help"])
+        usage = capsys.readouterr().out
+    assert usage.startswith("用法：" if zh else "usage: ") and ("选项" in usage) == zh
+
+
 def test_missing_tensorboard_is_one_line_naming_the_pip_install(project, monkeypatch):
     """A --tensorboard project run where tensorboard is not installed."""
     for name in [m for m in sys.modules if m.startswith("torch.utils.tensorboard")]:

@@ -196,13 +196,46 @@ def _unknown(name: str) -> str:
     return message.format(name=name, hint=hint, fields=", ".join(FIELDS))
 
 
+# argparse 自带的提示是英文的：这里把常见的几条换成中文。
+ARGPARSE_ZH = [
+    (r"unrecognized arguments: ", "无法识别的参数："),
+    (r"the following arguments are required: ", "缺少必需的参数："),
+    (r"expected one argument", "需要一个值"),
+    (r"expected at least one argument", "至少需要一个值"),
+    (r"invalid choice: (.*) \(choose from (.*)\)$", r"无效的取值 \1（可选：\2）"),
+    (r"ignored explicit argument ", "不接受值："),
+    (r"not allowed with argument ", "不能与此参数同用："),
+]
+SECTIONS_ZH = {"options": "选项", "positional arguments": "位置参数"}
+
+
+def in_chinese(message: str) -> str:
+    for english, chinese in ARGPARSE_ZH:
+        message = re.sub(english, chinese, message)
+    return message
+
+
+class Help(argparse.HelpFormatter):
+    def add_usage(self, usage, actions, groups, prefix=None):
+        super().add_usage(usage, actions, groups, prefix or "用法：")
+
+    def start_section(self, heading):
+        super().start_section(SECTIONS_ZH.get(heading, heading))
+
+
 class Parser(argparse.ArgumentParser):
     """出错时只打印一行、以退出码 2 结束的 argparse 解析器，和配置错误一样；argparse
     自带的解析器会先打印整段用法。
     """
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", Help)
+        super().__init__(allow_abbrev=False, add_help=False, **kwargs)
+        self.add_argument("-h", "--help", action="help", help="显示这份帮助并退出")
+
     def error(self, message: str):
         text = "错误：{}（用法见 --help）"
+        message = in_chinese(message)
         self.stop(text.format(message.removeprefix("argument ")))
 
     def stop(self, message: str):
@@ -234,11 +267,8 @@ def load_config(argv: list[str] | None = None) -> Config:
     """
     parser = Parser(
         description="训练模型。命令行参数优先于 --config 文件。",
-        allow_abbrev=False,
         argument_default=argparse.SUPPRESS,
-        add_help=False,
     )
-    parser.add_argument("-h", "--help", action="help", help="显示这份帮助并退出")
     parser.add_argument("--config", help="TOML 配置文件，每行写一个“字段 = 值”")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")

@@ -3,7 +3,6 @@
 --data-path DIR 使用。
 """
 
-import argparse
 import codecs
 import json
 import math
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from char_gpt_zh.config import Parser, flag_type
 
 # 每次读取的字节数：无论语料多大，内存占用都保持不变
 BLOCK = 1 << 22
@@ -294,7 +295,7 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="把文本文件切分为词元分片，供 train --data-path 使用。",
     )
     parser.add_argument(
@@ -316,21 +317,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--vocab-size",
-        type=int,
+        type=flag_type(int),
         default=2048,
         help="bpe 分词器的词表大小",
     )
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=flag_type(float),
         default=0.1,
         help="留作验证的比例：每个文件的末尾，或整个文件",
     )
     args = parser.parse_args(argv)
     if not 0 < args.val_fraction < 1:
-        parser.exit(2, "错误：--val-fraction 必须在 (0, 1) 之间" + "\n")
+        parser.stop("错误：--val-fraction 必须在 (0, 1) 之间")
     if args.tokenizer == "bpe" and not 257 <= args.vocab_size <= 2**32:
-        parser.exit(2, "错误：bpe 的 --vocab-size 必须在 [257, 2**32] 之间" + "\n")
+        parser.stop("错误：bpe 的 --vocab-size 必须在 [257, 2**32] 之间")
     started, inputs, out = time.perf_counter(), args.inputs, Path(args.out)
     try:
         meta = prepare(inputs, out, args.tokenizer, args.vocab_size, args.val_fraction)

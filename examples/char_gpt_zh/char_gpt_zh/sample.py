@@ -2,14 +2,13 @@
 --max-new-tokens N
 """
 
-import argparse
 import math
 import sys
 
 import torch
 
 from char_gpt_zh.checkpoint import CheckpointError, load_trained
-from char_gpt_zh.config import ConfigError
+from char_gpt_zh.config import ConfigError, Parser, flag_type
 from char_gpt_zh.prepare import DataError, load_tokenizer
 from char_gpt_zh.train import pick_device
 
@@ -22,7 +21,7 @@ def refuse(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="用训练好的检查点或导出目录生成文本。",
     )
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
@@ -31,14 +30,20 @@ def main(argv: list[str] | None = None) -> None:
         default="\n",
         help="要续写的文本；留空则从词表的第一项开始",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=flag_type(int), default=200)
     parser.add_argument(
-        "--temperature", type=float, default=0.8, help="小于 1 时生成更保守"
+        "--temperature",
+        type=flag_type(float),
+        default=0.8,
+        help="小于 1 时生成更保守",
     )
     parser.add_argument(
-        "--top-k", type=int, default=0, help="只从最可能的 k 个词元中采样；0 表示不限"
+        "--top-k",
+        type=flag_type(int),
+        default=0,
+        help="只从最可能的 k 个词元中采样；0 表示不限",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flag_type(int), default=0)
     parser.add_argument(
         "--device",
         default="auto",

@@ -214,6 +214,10 @@ class Parser(argparse.ArgumentParser):
     config's; argparse's own prints its whole usage first.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, add_help=False, **kwargs)
+        self.add_argument("-h", "--help", action="help", help="show this help and exit")
+
     def error(self, message: str):
         text = "error: {} (see --help)"
         self.stop(text.format(message.removeprefix("argument ")))
@@ -247,11 +251,8 @@ def load_config(argv: list[str] | None = None) -> Config:
     """Build a Config from an optional --config TOML file, then --field flags on top."""
     parser = Parser(
         description="Train the model. Flags win over the --config file.",
-        allow_abbrev=False,
         argument_default=argparse.SUPPRESS,
-        add_help=False,
     )
-    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
     parser.add_argument("--config", help="a TOML file of field = value lines")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
