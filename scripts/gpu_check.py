@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scaffold.context import TEST_PROFILES
 from scaffold.generate import generate
 from scaffold.spec import build_spec
 
@@ -37,7 +38,16 @@ COMBOS = [
 ]
 
 
-def run_torchrun(label, name, steps, device, tmp):
+def flags(overrides: dict) -> list[str]:
+    """Config overrides as train's command-line flags."""
+    out = []
+    for key, value in overrides.items():
+        values = value if isinstance(value, list) else [value]
+        out += ["--" + key.replace("_", "-"), *map(str, values)]
+    return out
+
+
+def run_torchrun(label, name, steps, device, tmp, overrides):
     """One process under torchrun: the distributed path of a --ddp project."""
     import subprocess
 
@@ -57,6 +67,7 @@ def run_torchrun(label, name, steps, device, tmp):
             str(steps),
             "--out-dir",
             "run",
+            *flags(overrides),
         ],
         cwd=tmp / name,
         capture_output=True,
@@ -78,7 +89,7 @@ def run(label, options, overrides, steps, device, tmp):
     name = "g_" + "".join(c if c.isalnum() else "_" for c in label.lower())
     generate(build_spec(name, **options), tmp / name)
     if options.get("ddp"):
-        return run_torchrun(label, name, steps, device, tmp)
+        return run_torchrun(label, name, steps, device, tmp, overrides)
     sys.path.insert(0, str(tmp / name))
     try:
         Config = importlib.import_module(f"{name}.config").Config
@@ -169,6 +180,9 @@ def main() -> int:
     parser.add_argument(
         "--gpt2-steps", type=int, default=60, help="steps of each GPT-2-small row; 0 = skip"
     )
+    parser.add_argument(
+        "--tiny", action="store_true", help="the test suite's tiny sizes: a smoke run on CPU"
+    )
     args = parser.parse_args()
     import torch
 
@@ -185,6 +199,8 @@ def main() -> int:
     for label, options, overrides in COMBOS:
         if wanted and not any(w in label for w in wanted):
             continue
+        if args.tiny:
+            overrides = {**TEST_PROFILES[options["model"]]["tiny_overrides"], **overrides}
         row, passed = run(label, options, overrides, args.steps, args.device, tmp)
         print(row, flush=True)
         ok &= passed

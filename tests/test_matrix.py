@@ -8,6 +8,7 @@ from conftest import (
     assert_ruff_clean,
     make_project,
     run_project_tests,
+    seed_mlflow,
 )
 
 from scaffold.context import TEST_PROFILES
@@ -61,6 +62,8 @@ def test_pairwise_rows_train_without_host_reads_between_events(tmp_path, row, mo
         # FSDP refuses fp16: a GradScaler's found_inf is per shard there
         overrides["precision"] = "fp16" if row % 2 and not spec.fsdp else "bf16"
     steps = 8  # events at step 0 (validation) and step 8 (log, validation, save) only
+    if spec.tracker == "mlflow":
+        seed_mlflow(tmp_path / "run")
     with ProjectImport(root, spec.package) as p:
         cfg = p.module("config").Config(
             out_dir=str(tmp_path / "run"),

@@ -31,6 +31,7 @@ def test_gpu_check_table_on_cpu():
             "30",
             "--only",
             "cnn fp16,ddp",
+            "--tiny",
         ],
         capture_output=True,
         text=True,
