@@ -312,6 +312,7 @@ def finished_trials(storage: str) -> list:
 BAD_SWEEPS = {
     "lrr = { low = 1, high = 2 }": "did you mean",
     "weight_decay = { low = 0.2, high = 0.1 }": "low < high",
+    "batch_size = { low = 8, high = 0 }": "params.batch_size needs low < high",  # not ">= 1"
     "dropout = { low = 0.1 ": "not valid TOML",
     "dropout = { low = 0.0, high = 1.5 }": "params.dropout: dropout must be in [0, 1]",
     "batch_size = { choices = 64 }": "choices must be a non-empty list",

@@ -134,6 +134,16 @@ def test_bad_folders_are_one_line_and_exit_1(cnn, tmp_path):
             assert_one_line(*run(p, "train", argv + ["--batch-size", "2"]), 1, *needles)
 
 
+def test_a_decompression_bomb_is_one_line(cnn, tmp_path, monkeypatch):
+    """Pillow refuses an image of over twice MAX_IMAGE_PIXELS (179 million by default):
+    lowered here, so that 16 x 20 pixels are such an image."""
+    folder = write_images(tmp_path / "imgs", per_class=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    argv = ["--data-path", str(folder), "--out-dir", str(tmp_path / "r"), "--batch-size", "2"]
+    with ProjectImport(*cnn) as p:
+        assert_one_line(*run(p, "train", argv), 1, ".png", "not a readable image")
+
+
 def test_a_corrupt_image_met_in_a_worker_is_one_line_and_the_checkpoint_stays(
     cnn, tmp_path, monkeypatch
 ):

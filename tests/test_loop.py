@@ -197,3 +197,22 @@ def test_export_reproduces_the_checkpoint_models_outputs_exactly(tmp_path, optio
         with torch.no_grad():
             assert torch.equal(model(x), reference(x))
     assert meta == ckpt["data"] and cfg.__dict__ == ckpt["config"]
+
+
+def test_a_resume_at_or_past_max_steps_stops_at_once(tmp_path, capsys):
+    """A run resumed with a --max-steps at or below its step trains nothing (it used to
+    run on without end) and says so in one line; the run folder is left as it was."""
+    root = make_project(tmp_path, "past")
+    with ProjectImport(root, "past") as p:
+        out = tmp_path / "run"
+        argv = ["--device", "cpu", "--num-samples", "64", "--batch-size", "8"]
+        argv += ["--out-dir", str(out)]
+        p.module("train").main(argv + ["--max-steps", "4"])
+        before = (out / "metrics.jsonl").read_text()
+        capsys.readouterr()
+        for steps in ("4", "2"):
+            p.module("train").main(argv + ["--max-steps", steps, "--resume", "auto"])
+            said = capsys.readouterr().out
+            assert "nothing to train" in said and "--max-steps" in said, said
+        ckpt = p.module("checkpoint").load_checkpoint(out / "checkpoints/last.pt")
+    assert ckpt["step"] == 4 and (out / "metrics.jsonl").read_text() == before

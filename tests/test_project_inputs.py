@@ -78,6 +78,13 @@ CSV_CASES = {
     "inf": (b"a,b,label\n-inf,2,x\n3,4,y\n", ["inf.csv:2", "column 'a'", "'-inf'"]),
     "two rows": (b"a,b,label\n1,1,x\n1,1,y\n", ["fewer than 2 (one batch, and 2"]),
     "overflow": (b"a,b,label\n1e999,2,x\n3,4,y\n", ["overflow.csv:2", "column 'a'"]),
+    # finite in float64, inf in the float32 tensor
+    "float32 overflow": (b"a,b,label\n1e39,2,x\n3,4,y\n", ["overflow.csv:2", "'1e39'"]),
+    "duplicate column": (b"a,a,label\n1,2,x\n3,4,y\n", ["names a column twice: a"]),
+    "only the target": (b"label\nx\ny\nx\n", ["no feature columns besides the target"]),
+    "no target": (b"a,b,target\n1,2,x\n3,4,y\n", ["no target column 'label'", "--target"]),
+    "empty target": (b"a,b,label\n1,2,x\n3,4, \n5,6,y\n", ["empty target.csv:3", "empty"]),
+    "huge field": (b"a,label\n" + b"1" * 200_000 + b",x\n", ["cannot be read as CSV"]),
 }
 
 
@@ -90,6 +97,12 @@ def test_csv_problems_are_one_line_naming_file_and_row(projects, tmp_path, case)
     with open_project(projects, "mlp") as p:
         assert_one_line(*run(p, "train", argv + TINY), 1, *needles)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_folder_as_csv_is_one_line(projects, tmp_path):
+    argv = ["--data-path", str(tmp_path), "--out-dir", str(tmp_path / "run")]
+    with open_project(projects, "mlp") as p:
+        assert_one_line(*run(p, "train", argv + TINY), 1, "is a folder")
 
 
 def test_regression_target_must_be_finite(projects, tmp_path):
@@ -221,7 +234,7 @@ def test_config_files_and_out_dir(projects, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     with open_project(projects, "mlp") as p:
         cases = [
-            (["--config", str(tmp_path / "latin.toml")], "latin.toml: 'utf-8' codec"),
+            (["--config", str(tmp_path / "latin.toml")], "latin.toml: not UTF-8 text"),
             (["--config", str(tmp_path / "huge.toml")], "lr must be float"),
             (["--config", str(tmp_path / "nan.toml")], "dropout must be in [0, 1], got nan"),
             (["--config", str(tmp_path / "missing.toml")], "missing.toml"),

@@ -129,6 +129,9 @@ def test_an_interrupted_prepare_leaves_nothing_training_accepts(
     with ProjectImport(*projects["gpt"]) as p:
         prepare(p, corpus, tmp_path)  # a complete set, then a second prepare dies
         module = p.module("prepare")
+        # shards already there are replaced only on purpose
+        argv = [str(corpus / "books"), "--out", str(tmp_path)]
+        assert_one_line(*run(p, "prepare", argv), 2, "already holds token shards")
         real, calls = module.Chars.encode, []
 
         def dies(self, text):
@@ -139,7 +142,7 @@ def test_an_interrupted_prepare_leaves_nothing_training_accepts(
 
         monkeypatch.setattr(module.Chars, "encode", dies)
         with pytest.raises(KeyboardInterrupt):
-            module.main([str(corpus / "books"), "--out", str(tmp_path)])
+            module.main([str(corpus / "books"), "--out", str(tmp_path), "--overwrite"])
         monkeypatch.undo()
         assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "meta.json").exists()
         argv = ["--data-path", str(tmp_path), "--out-dir", str(tmp_path / "run")]

@@ -327,12 +327,26 @@ def main(argv: list[str] | None = None) -> None:
         default=0.1,
         help="留作验证的比例：每个文件的末尾，或整个文件",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="替换 --out 中已有的分片",
+    )
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    # 空的 --out 会把分片写进当前目录；目录里已有的分片来自之前的语料，
+    # 是否替换应由用户决定。
+    if not args.out.strip() or (out.exists() and not out.is_dir()):
+        msg = "错误：--out 必须是一个目录，而不是 {!r}"
+        parser.stop(msg.format(args.out))
+    if (out / "meta.json").exists() and not args.overwrite:
+        msg = "错误：{} 中已有词元分片：用 --overwrite 替换它们，或换一个 --out"
+        parser.stop(msg.format(args.out))
     if not 0 < args.val_fraction < 1:
         parser.stop("错误：--val-fraction 必须在 (0, 1) 之间")
     if args.tokenizer == "bpe" and not 257 <= args.vocab_size <= 2**32:
         parser.stop("错误：bpe 的 --vocab-size 必须在 [257, 2**32] 之间")
-    started, inputs, out = time.perf_counter(), args.inputs, Path(args.out)
+    started, inputs = time.perf_counter(), args.inputs
     try:
         meta = prepare(inputs, out, args.tokenizer, args.vocab_size, args.val_fraction)
     except DataError as e:

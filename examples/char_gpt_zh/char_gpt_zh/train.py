@@ -195,7 +195,7 @@ def train(cfg: Config) -> dict:
             # 调用 .item()、float(t)、bool(t) 或 print(t) 时，CPU 必须等 GPU
             # 完成所有排队的工作，在此期间无法排入下一步。
             # 续训那一步的事件在写检查点之前已经执行过了。
-            due, end = step > first or step == 0, step == total_steps
+            due, end = step > first or step == 0, step >= total_steps
             log_now = due and step > 0 and step % cfg.log_every == 0
             eval_now = due and (step % cfg.eval_every == 0 or end)
             save_now = due and step > 0 and (step % cfg.save_every == 0 or end)
@@ -230,7 +230,7 @@ def train(cfg: Config) -> dict:
             if eval_now or save_now:
                 # 吞吐量只统计训练步，不含评估和保存的时间。
                 telemetry.restart(step)
-            if step == total_steps:
+            if end:  # 到达或越过终点：用更小的 --max-steps 恢复时也在此停止。
                 break
             lr = optimizer.param_groups[0]["lr"]
             loss_sum, grad_norm = train_step(
@@ -261,7 +261,11 @@ def main(argv: list[str] | None = None) -> None:
         msg = "错误：{}"
         print(msg.format(e), file=sys.stderr)
         sys.exit(1)
-    print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
+    msg = (
+        "没有要训练的步数：这次训练已到达最后一步；要继续，"
+        "请增大 --max-steps 或 --epochs"
+    )
+    print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()) or msg)
 
 
 if __name__ == "__main__":

@@ -265,8 +265,8 @@ class ImageFolder(Dataset):
                 image = image.resize((size, size), Image.Resampling.BILINEAR, box)
                 pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         # PIL raises OSError, SyntaxError or ValueError for a truncated or mislabelled
-        # file.
-        except (OSError, SyntaxError, ValueError) as e:
+        # file, and DecompressionBombError for an image of over 179 million pixels.
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             msg = "{} is not a readable image ({})"
             raise DataError(msg.format(file, e)) from None
         x = pixels.view(size, size, 3).permute(2, 0, 1).float() / 255

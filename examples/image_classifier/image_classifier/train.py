@@ -235,7 +235,7 @@ def train(cfg: Config) -> dict:
             step = progress.step
             # Logging, evaluation and saving happen at events; the steps in between
             # never read from the device.
-            due, end = step > first or step == 0, step == total_steps
+            due, end = step > first or step == 0, step >= total_steps
             log_now = due and step > 0 and step % cfg.log_every == 0
             eval_now = due and (step % cfg.eval_every == 0 or end)
             save_now = due and step > 0 and (step % cfg.save_every == 0 or end)
@@ -273,7 +273,7 @@ def train(cfg: Config) -> dict:
             if eval_now or save_now:
                 # Throughput counts training steps only, not evaluation or saving.
                 telemetry.restart(step)
-            if step == total_steps:
+            if end:  # At or past it: a resume with a smaller --max-steps stops too.
                 break
             lr = optimizer.param_groups[0]["lr"]
             loss_sum, grad_norm = train_step(
@@ -314,7 +314,11 @@ def main(argv: list[str] | None = None) -> None:
             gc.collect()
             dist.destroy_process_group()
     if is_rank0:
-        print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
+        msg = (
+            "nothing to train: the run is already at its last step; raise --max-steps "
+            "or --epochs to go on"
+        )
+        print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()) or msg)
 
 
 if __name__ == "__main__":

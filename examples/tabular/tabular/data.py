@@ -124,23 +124,29 @@ def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (torch.tanh(x @ w1) @ w2).argmax(dim=1)
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 def _number(path: str, line: int, column: str, text: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
         value = math.nan
-    # float() accepts "nan" and "inf"; one of them would make the loss nan at the first
-    # step.
-    if not math.isfinite(value):
+    # float() accepts "nan" and "inf", and 1e39 is finite only in float64, not in the
+    # float32 tensors: any of them would make the loss nan at the first step.
+    if not abs(value) <= FLOAT32_MAX:
         msg = "{}:{}: column {!r} is not a finite number: {!r}"
         raise DataError(msg.format(path, line, column, text))
     return value
 
 
 def read_csv(
-    path: str, target: str
+    path: str, target: str, labelled: bool = False
 ) -> tuple[list[str], torch.Tensor, list[str] | None]:
     """Feature names, features (N, D), and the target column as text, or None."""
+    if Path(path).is_dir():
+        msg = "{} is a folder; --data-path names a CSV file"
+        raise DataError(msg.format(path))
     if not Path(path).is_file():
         msg = "no data file at {}"
         raise DataError(msg.format(path))
@@ -149,14 +155,20 @@ def read_csv(
             reader = csv.DictReader(f)
             rows = list(reader)
             columns = list(reader.fieldnames or [])
-    except (UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError as e:
         # Latin-1, binary or NUL bytes: one line naming the file, not a
         # UnicodeDecodeError.
         msg = "{} is not a UTF-8 CSV file ({})"
         raise DataError(msg.format(path, e)) from None
+    except csv.Error as e:
+        msg = "{} cannot be read as CSV ({})"
+        raise DataError(msg.format(path, e)) from None
     if not rows:
         msg = "{} has no data rows"
         raise DataError(msg.format(path))
+    if twice := sorted({c for c in columns if columns.count(c) > 1}):
+        msg = "{}: the header names a column twice: {}; rename one of them"
+        raise DataError(msg.format(path, ", ".join(twice)))
     for line, row in enumerate(rows, start=2):
         if None in row or None in row.values():
             # csv.DictReader files extra fields under None and fills missing ones with
@@ -164,11 +176,22 @@ def read_csv(
             msg = "{}:{}: the row's fields do not match the header's {} columns"
             raise DataError(msg.format(path, line, len(columns)))
     features = [c for c in columns if c != target]
+    # Training needs the target column and at least one feature: checked before any cell
+    # is converted, so that a missing target is named as such.
+    if labelled and target not in columns:
+        msg = "{} has no target column {!r} (columns: {}); name it with --target"
+        raise DataError(msg.format(path, target, ", ".join(columns)))
+    if labelled and not features:
+        msg = "{} has no feature columns besides the target {!r}"
+        raise DataError(msg.format(path, target))
+    labels = [row[target] for row in rows] if target in columns else None
+    if labelled and (empty := [i for i, v in enumerate(labels, 2) if not v.strip()]):
+        msg = "{}:{}: the target {!r} is empty"
+        raise DataError(msg.format(path, empty[0], target))
     x = [
         [_number(path, line, c, row[c]) for c in features]
         for line, row in enumerate(rows, start=2)
     ]
-    labels = [row[target] for row in rows] if target in columns else None
     return features, torch.tensor(x), labels
 
 
@@ -177,11 +200,7 @@ def build_datasets(cfg: Config) -> Data:
     later.
     """
     if cfg.data_path:
-        features, x, labels = read_csv(cfg.data_path, cfg.target)
-        if labels is None:
-            msg = "{} has no target column {!r} (columns: {}); name it with --target"
-            columns = ", ".join(features)
-            raise DataError(msg.format(cfg.data_path, cfg.target, columns))
+        features, x, labels = read_csv(cfg.data_path, cfg.target, labelled=True)
         classes = sorted(set(labels))
         if len(classes) < 2:
             msg = "{}: every row is of class {!r}"

@@ -211,7 +211,8 @@ def _coerce(name: str, value: object) -> object:
     elif _fits(value, kind):
         return kind(value)
     message = "{name} must be {kind}, got {value!r}"
-    raise ConfigError(message.format(name=name, kind=kind.__name__, value=value))
+    kind = str(kind).removeprefix("<class '").removesuffix("'>")  # int, list[int]
+    raise ConfigError(message.format(name=name, kind=kind, value=value))
 
 
 def _unknown(name: str) -> str:
@@ -294,12 +295,18 @@ def load_config(argv: list[str] | None = None) -> Config:
             try:
                 with open(path, "rb") as f:
                     table = tomllib.load(f)
+            except UnicodeDecodeError:
+                msg = "{}: not UTF-8 text"
+                raise ConfigError(msg.format(path)) from None
             except (OSError, ValueError) as e:
                 raise ConfigError(f"{path}: {e}") from None
             for name, value in table.items():
                 if name not in FIELDS:
                     raise ConfigError(f"{path}: " + _unknown(name))
-                values[name] = _coerce(name, value)
+                try:
+                    values[name] = _coerce(name, value)
+                except ConfigError as e:
+                    raise ConfigError(f"{path}: {e}") from None
         values.update(vars(args))
         return Config(**values)
     except (ConfigError, OSError, tomllib.TOMLDecodeError) as e:
