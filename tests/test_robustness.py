@@ -317,7 +317,6 @@ def test_round13_checkpoint_records_are_checked_before_predict_and_export(
 ):
     """#13 B1, B2, C10, B3, B8, C5, A2: a checkpoint whose data, progress or weights are
     damaged is one line and exit 1 in predict, export and --resume; nothing is written."""
-    import warnings
 
     with project("ckrec", ema=True) as p:
         Config, ckmod = p.module("config").Config, p.module("checkpoint")
