@@ -93,10 +93,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"找不到检查点 {path}") from None
     except Exception as e:
+        reason = why_unreadable(path, e)
         text = "{path} 不是可读取的检查点（{reason}）"
-        raise CheckpointError(
-            text.format(path=path, reason=why_unreadable(path, e))
-        ) from None
+        raise CheckpointError(text.format(path=path, reason=reason)) from None
     if not isinstance(state, dict):
         text = "{path} 里是一个 {kind}，而不是检查点字典"
         raise CheckpointError(text.format(path=path, kind=type(state).__name__))
@@ -123,9 +122,9 @@ def why_unreadable(path: str | Path, error: Exception) -> str:
     if not is_zip:
         return "文件被截断了：在 zip 索引之前就结束了"
     text = str(error).strip()
-    if "Weights only load failed" in text:
+    if "weights_only" in text:
         # torch 的拒绝说明是一整段：只保留指出被拒绝内容的那一行
-        found = [line for line in text.splitlines() if "WeightsUnpickler error" in line]
+        found = [line for line in text.splitlines() if "WeightsUnpickler" in line]
         cause = found[0].split(":", 1)[1].strip() if found else text.split(". ")[0]
         refused = "不是本项目保存的检查点：weights_only 拒绝了它：{}"
         return refused.format(cause)

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
         # -o 指定的是文件夹：那里（或路径上）已有的文件是命令写错了
-        not_folder = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
-        print(msg.format(not_folder.format(out)), file=sys.stderr)
+        error = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
+        print(msg.format(error.format(out)), file=sys.stderr)
         sys.exit(2)
     try:
         export(args.checkpoint, out, args.raw_weights)

@@ -124,11 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
         # -o 指定的是文件夹：那里（或路径上）已有的文件是命令写错了
-        msg, not_folder = (
-            "错误：{}",
-            "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹",
-        )
-        print(msg.format(not_folder.format(args.out)), file=sys.stderr)
+        error = "错误：{}"
+        msg = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
+        print(error.format(msg.format(args.out)), file=sys.stderr)
         sys.exit(2)
     runs = [read_run(folder) for folder in args.runs]
     # 用目录名标注每次运行；两个目录同名时改用路径。

@@ -38,10 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
         # -o names a folder: an existing file there (or on the way to it) is a mistake
         # in the command
-        not_folder = (
-            "{} is an existing file, not a folder: -o names the folder to write"
-        )
-        print(msg.format(not_folder.format(out)), file=sys.stderr)
+        error = "{} is an existing file, not a folder: -o names the folder to write"
+        print(msg.format(error.format(out)), file=sys.stderr)
         sys.exit(2)
     try:
         export(args.checkpoint, out)

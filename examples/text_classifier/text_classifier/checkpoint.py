@@ -89,10 +89,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except Exception as e:
+        reason = why_unreadable(path, e)
         text = "{path} is not a readable checkpoint ({reason})"
-        raise CheckpointError(
-            text.format(path=path, reason=why_unreadable(path, e))
-        ) from None
+        raise CheckpointError(text.format(path=path, reason=reason)) from None
     if not isinstance(state, dict):
         text = "{path} holds a {kind}, not a checkpoint dict"
         raise CheckpointError(text.format(path=path, kind=type(state).__name__))
@@ -119,9 +118,9 @@ def why_unreadable(path: str | Path, error: Exception) -> str:
     if not is_zip:
         return "the file is truncated: it ends before its zip index"
     text = str(error).strip()
-    if "Weights only load failed" in text:
+    if "weights_only" in text:
         # torch's refusal is a paragraph: keep only the line that names what was refused
-        found = [line for line in text.splitlines() if "WeightsUnpickler error" in line]
+        found = [line for line in text.splitlines() if "WeightsUnpickler" in line]
         cause = found[0].split(":", 1)[1].strip() if found else text.split(". ")[0]
         refused = "not a checkpoint saved by this project: weights_only refused it: {}"
         return refused.format(cause)

@@ -129,11 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
         # -o names a folder: an existing file there (or on the way to it) is a mistake
         # in the command
-        msg, not_folder = (
-            "error: {}",
-            "{} is an existing file, not a folder: -o names the folder to write",
-        )
-        print(msg.format(not_folder.format(args.out)), file=sys.stderr)
+        error = "error: {}"
+        msg = "{} is an existing file, not a folder: -o names the folder to write"
+        print(error.format(msg.format(args.out)), file=sys.stderr)
         sys.exit(2)
     runs = [read_run(folder) for folder in args.runs]
     # Label runs by folder name, or by path when two names collide.
