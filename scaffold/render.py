@@ -74,7 +74,8 @@ def say(context: jinja2.runtime.Context, key: str, indent: int | None = None) ->
     texts = comment_texts(context["lang"])
     if key not in texts:
         raise KeyError(f"no text {key!r} in comments/{context['lang']}.toml")
-    text = texts[key]["brief"].strip()
+    #: a separator's own spaces (" and ", "; ") are part of the text
+    text = texts[key]["brief"].strip("\n")
     literal = _text_literal(text)
     if indent is None or indent + len("msg = ") + _width(literal) <= LINE_LENGTH:
         return literal

@@ -306,3 +306,178 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     proc.wait()
     ckpt = torch.load(root / "ck/last.pt", weights_only=True)
     assert ckpt["step"] == 1 and torch.equal(ckpt["w"], torch.ones(3))
+
+
+def one_line(err: str) -> bool:
+    return err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_round13_checkpoint_records_are_checked_before_predict_and_export(
+    project, tmp_path, capsys
+):
+    """#13 B1, B2, C10, B3, B8, C5, A2: a checkpoint whose data, progress or weights are
+    damaged is one line and exit 1 in predict, export and --resume; nothing is written."""
+
+    with project("ckrec", ema=True) as p:
+        Config, ckmod = p.module("config").Config, p.module("checkpoint")
+        run = tmp_path / "run"
+        cfg = Config(out_dir=str(run), device="cpu", max_steps=4, num_samples=64)
+        cfg.hidden_dims, cfg.batch_size = [8], 8
+        p.module("train").train(cfg)
+        capsys.readouterr()
+        last = run / "checkpoints/last.pt"
+        good = torch.load(last, weights_only=True)
+
+        def variant(name, change):
+            c = torch.load(last, weights_only=True)
+            change(c)
+            torch.save(c, tmp_path / name)
+            return str(tmp_path / name)
+
+        def nan_ema(c):
+            for v in c["ema"].values():
+                if v.is_floating_point():
+                    v.fill_(float("nan"))
+
+        cases = {
+            variant("nodata.pt", lambda c: c.update(data={})): "data['features']",
+            variant("oneclass.pt", lambda c: c["data"].update(classes=["a"])): "classes",
+            variant("nan.pt", nan_ema): "nan",
+            variant("other.pt", lambda c: c["config"].update(d_model=8)): "d_model",
+        }
+        for path, needle in cases.items():
+            for module, argv in (
+                ("predict", ["--checkpoint", path]),
+                ("export", [path, "-o", str(tmp_path / "exp")]),
+            ):
+                code, err = run_main(p, module, argv, capsys)
+                assert code == 1 and one_line(err) and needle in err, (module, err)
+                assert "unexpected keyword" not in err, err
+            assert not (tmp_path / "exp").exists()
+        # export -o through an existing file: a command mistake, exit 2, nothing loaded
+        (tmp_path / "afile").write_text("x")
+        for out in (tmp_path / "afile", tmp_path / "afile/sub"):
+            code, err = run_main(p, "export", [str(last), "-o", str(out)], capsys)
+            assert code == 2 and one_line(err) and "existing file" in err, err
+        # a damaged step counter: --resume auto falls back to last.prev.pt ...
+        prev = ckmod.previous(last)
+        torch.save({**good, "step": 3}, prev)
+        torch.save({**good, "step": "x"}, last)
+        assert ckmod.latest_checkpoint(last)["step"] == 3
+        assert "step must be a whole number" in capsys.readouterr().err
+        # ... and with both damaged it stops with one line naming both files
+        torch.save({**good, "step": "x"}, prev)
+        code, err = run_main(
+            p, "train", ["--out-dir", str(run), "--resume", "auto", "--max-steps", "6"], capsys
+        )
+        assert code == 1 and "last.pt and last.prev.pt cannot" in err, err
+        assert "Traceback" not in err
+        code, err = run_main(p, "train", ["--resume", str(last), "--max-steps", "6"], capsys)
+        assert code == 1 and one_line(err) and "step must be a whole number" in err, err
+        # another process moved last.pt away between the check and the rotation
+        real = os.replace
+
+        def racing(src, dst):
+            if str(dst).endswith(".prev.pt"):
+                os.unlink(src)
+            real(src, dst)
+
+        os.replace = racing
+        try:
+            ckmod.save_checkpoint(last, good, keep_previous=True)
+        finally:
+            os.replace = real
+        assert torch.load(last, weights_only=True)["step"] == good["step"]
+
+
+def test_round13_unloadable_files_say_why_in_one_line_without_warnings(project, tmp_path, capsys):
+    """#13 C1, C6: a plain pickle, zeros, text and a truncated checkpoint each get one
+    short line with a cause a user understands, and torch's UserWarning is not shown."""
+    import collections
+    import pickle
+    import warnings
+
+    torch.save({"w": torch.zeros(3)}, tmp_path / "good.pt")
+    whole = (tmp_path / "good.pt").read_bytes()
+    files = {
+        "evil.pt": (pickle.dumps(collections.OrderedDict(a=1)), "pickle"),
+        "zeros.pt": (bytes(1000), "not a torch checkpoint"),
+        "text.pt": (b"hello world\n", "not a torch checkpoint"),
+        "trunc.pt": (whole[: len(whole) // 2], "truncated"),
+        "empty.pt": (b"", "empty"),
+    }
+    with project("ckwhy") as p:
+        for name, (content, needle) in files.items():
+            (tmp_path / name).write_bytes(content)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                code, err = run_main(p, "predict", ["--checkpoint", str(tmp_path / name)], capsys)
+            assert code == 1 and one_line(err) and needle in err, err
+            assert len(err) < 200 and "PyTorch 2.6" not in err, err
+            assert not [w for w in caught if issubclass(w.category, UserWarning)], name
+
+
+def test_round13_report_out_file_and_undecodable_metrics(project, tmp_path, capsys):
+    """#13 B7, B9: report -o naming a file is one line, exit 2; a metrics.jsonl line that
+    is not UTF-8 is skipped with a note like any damaged line."""
+    run = tmp_path / "badm"
+    run.mkdir()
+    good = b'{"split": "val", "step": 1, "loss": 0.5}\n'
+    (run / "metrics.jsonl").write_bytes(good + b"\xff\n" + good.replace(b"1,", b"2,"))
+    (tmp_path / "afile").write_text("x")
+    with project("rep") as p:
+        code, err = run_main(p, "report", [str(run), "-o", str(tmp_path / "afile")], capsys)
+        assert code == 2 and one_line(err) and "existing file" in err, err
+        read = p.module("report").read_run(run)
+    err = capsys.readouterr().err
+    assert [e["step"] for e in read["events"]] == [1, 2]
+    assert one_line(err) and "metrics.jsonl:2" in err and "damaged" in err, err
+
+
+def test_round13_zh_checkpoint_messages_and_sample_device(project, tmp_path, capsys):
+    """#13 B6, D, C5: sample --device bogus is exit 2 like train; another project's
+    checkpoint and a plain checkpoints folder are said in Chinese, in one line."""
+    with project("zhck", model="gpt", lang="zh") as p:
+        code, err = run_main(p, "sample", ["--device", "bogus"], capsys)
+        assert code == 2 and one_line(err) and has_cjk(err) and "bogus" in err, err
+        Config = p.module("config").Config
+        run = tmp_path / "run"
+        cfg = Config(out_dir=str(run), device="cpu", max_steps=2, d_model=16, n_heads=2)
+        cfg.n_layers, cfg.d_ff, cfg.seq_len, cfg.batch_size = 1, 32, 8, 4
+        p.module("train").train(cfg)
+        capsys.readouterr()
+        last = run / "checkpoints/last.pt"
+        c = torch.load(last, weights_only=True)
+        c["config"]["target"] = "label"
+        torch.save(c, tmp_path / "other.pt")
+        for path, needle in ((tmp_path / "other.pt", "target"), (last.parent, "config.json")):
+            code, err = run_main(p, "sample", ["--checkpoint", str(path)], capsys)
+            assert code == 1 and one_line(err) and has_cjk(err) and needle in err, err
+            assert "unexpected keyword" not in err and "Errno" not in err, err
+        ck = p.module("checkpoint")
+        last.write_bytes(b"")
+        ck.previous(last).write_bytes(b"")
+        with pytest.raises(ck.CheckpointError) as error:
+            ck.latest_checkpoint(last)
+        assert "last.pt 和 last.prev.pt" in str(error.value), error.value
+
+
+def test_round13_fsdp_pointers_stay_inside_checkpoints_and_keep_last_range(tmp_path, capsys):
+    """#13 C9, C10: a `latest` naming a folder outside checkpoints/ is ignored like a
+    missing one; --keep-last -1 is a config error."""
+    from conftest import ProjectImport
+
+    root = make_project(tmp_path, "fptr", model="gpt", fsdp=True)
+    with ProjectImport(root, "fptr") as p:
+        ck, Config = p.module("checkpoint"), p.module("config").Config
+        saver = ck.Saver(tmp_path / "run", Config(keep_last=0))
+        folder = tmp_path / "run/checkpoints"
+        for step in (2, 4):
+            saver.save({"model": {"w": torch.zeros(4)}, "step": step, "world": 1}, step)
+        for bad in ("../../../../etc", "/etc", "checkpoints", "step-x"):
+            (folder / "latest").write_text(bad + "\n")
+            assert ck.latest_folder(folder) == folder / "step-000004", bad
+            with pytest.raises(ck.CheckpointError, match="step-NNNNNN"):
+                ck.checkpoint_folder(folder / "latest")
+        code, err = run_main(p, "train", ["--keep-last", "-1"], capsys)
+        assert code == 2 and one_line(err) and "keep_last must be >= 0" in err, err

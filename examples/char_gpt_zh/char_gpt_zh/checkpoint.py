@@ -6,6 +6,8 @@ import math
 import os
 import random
 import sys
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,11 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> Non
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
-            os.replace(path, previous(path))
+            try:
+                os.replace(path, previous(path))
+            except FileNotFoundError:
+                # 另一个进程先移走了 last.pt：没有需要保留的文件
+                pass
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -75,23 +81,55 @@ def previous(path: Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """把只含张量和普通 Python 值的检查点加载到 CPU 上。"""
     try:
-        # weights_only=True 只恢复张量和基本的 Python 类型，与完整的反序列化相比，
-        # 恶意文件能利用的东西少得多。
-        # 自 PyTorch 2.6 起这是默认值；显式写出是为了表明意图。这也是检查点只保存
-        # state_dict 和普通值、从不保存整个模块或 argparse Namespace 的原因。
-        # https://pytorch.org/docs/stable/notes/serialization.html#weights-only
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch 在拒绝文件之前会先警告 pickle 协议：下面的拒绝信息用一行说清楚
+            warnings.simplefilter("ignore", UserWarning)
+            # weights_only=True 只恢复张量和基本的 Python 类型，与完整的反序列化相比，
+            # 恶意文件能利用的东西少得多。
+            # 自 PyTorch 2.6 起这是默认值；显式写出是为了表明意图。这也是检查点只保存
+            # state_dict 和普通值、从不保存整个模块或 argparse Namespace 的原因。
+            # https://pytorch.org/docs/stable/notes/serialization.html#weights-only
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"找不到检查点 {path}") from None
     except Exception as e:
-        # 只取一行：torch 拒绝 pickle 时的说明有十几行
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = why_unreadable(path, e)
         text = "{path} 不是可读取的检查点（{reason}）"
         raise CheckpointError(text.format(path=path, reason=reason)) from None
     if not isinstance(state, dict):
         text = "{path} 里是一个 {kind}，而不是检查点字典"
         raise CheckpointError(text.format(path=path, kind=type(state).__name__))
     return state
+
+
+def why_unreadable(path: str | Path, error: Exception) -> str:
+    """用用户能看懂的话说明文件为什么无法加载：空文件、普通 pickle、不是 torch 文件、
+    被截断，或被 weights_only 拒绝。
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if not head:
+        return "文件是空的"
+    # pickle 以协议字节开头；torch.save 写出的是 zip 文件
+    if head[:1] == b"\x80":
+        return "这是普通的 pickle 文件，不是 torch.save 保存的检查点"
+    if head != b"PK\x03\x04":
+        return "不是 torch 检查点：torch.save 写出的是 zip 文件"
+    if not is_zip:
+        return "文件被截断了：在 zip 索引之前就结束了"
+    text = str(error).strip()
+    if "weights_only" in text:
+        # torch 的拒绝说明是一整段：只保留指出被拒绝内容的那一行
+        found = [line for line in text.splitlines() if "WeightsUnpickler" in line]
+        cause = found[0].split(":", 1)[1].strip() if found else text.split(". ")[0]
+        refused = "不是本项目保存的检查点：weights_only 拒绝了它：{}"
+        return refused.format(cause)
+    # 只取一行：torch 拒绝 pickle 时的说明有十几行
+    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
 
 
 def rng_state() -> dict:
@@ -120,7 +158,7 @@ def latest_checkpoint(path: Path) -> dict | None:
     for candidate in (path, previous(path)):
         if candidate.exists():
             try:
-                return load_checkpoint(candidate)
+                return check_progress(load_checkpoint(candidate), candidate)
             except CheckpointError as e:
                 msg = "警告：{}"
                 print(msg.format(e), file=sys.stderr)
@@ -131,7 +169,7 @@ def latest_checkpoint(path: Path) -> dict | None:
             "{where}：{names} 无法加载，也没有可读的备用检查点；"
             "什么都没有改动（用 --resume PATH 指定一个文件）"
         )
-        names = "和".join(damaged)
+        names = " 和 ".join(damaged)
         raise CheckpointError(msg.format(where=path.parent, names=names))
     return None
 
@@ -143,11 +181,77 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
     if not isinstance(ckpt.get("config"), dict) or "data" not in ckpt:
         msg = "{} 没有 config 或 data：它只有权重，不是一次训练"
         raise CheckpointError(msg.format(path))
+    saved = ckpt["config"]
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(str(k) for k in saved if k not in known)
+    if unknown:
+        msg = "{} 来自另一个项目：它的 config 里有本项目不认识的字段：{}"
+        raise CheckpointError(msg.format(path, "、".join(unknown[:5])))
     try:
-        return Config(**ckpt["config"]), ckpt["data"]
-    except (TypeError, ConfigError) as e:
+        cfg = Config(**saved)
+    except ConfigError as e:
         msg = "{} 属于另一个模型：{}"
         raise CheckpointError(msg.format(path, e)) from None
+    except (TypeError, ValueError):
+        msg = "{} 的 config 记录已损坏：有值的类型不对"
+        raise CheckpointError(msg.format(path)) from None
+    check_data(ckpt["data"], cfg, path)
+    return cfg, ckpt["data"]
+
+
+def numbers(value, length: int) -> bool:
+    """由 `length` 个数字组成的列表。"""
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, (int, float)) for v in value)
+    )
+
+
+def check_data(meta, cfg: Config, path: str | Path) -> None:
+    """检查 predict、sample 和 export 要从检查点数据信息中读取的内容存在且类型正确；
+    只有一个类别，或列表与模型不符，都用一行拒绝。
+    """
+    needs = {
+        "vocab": lambda v: isinstance(v, list) and len(v) >= 1,
+    }
+    if isinstance(meta, dict) and "tokenizer_json" in meta:
+        # BPE 分词器以 JSON 保存，而不是词表列表
+        del needs["vocab"]
+        needs["tokenizer_json"] = lambda v: isinstance(v, str)
+    for key, fits in needs.items():
+        if not isinstance(meta, dict) or key not in meta or not fits(meta[key]):
+            msg = "{} 缺少 predict 和 export 需要的内容：data[{!r}] 缺失或与模型不符"
+            raise CheckpointError(msg.format(path, key))
+
+
+def check_progress(ckpt: dict, path: str | Path) -> dict:
+    """续训所依据的计数都是整数（best_val_loss 是数字）：
+    损坏或被手动修改的检查点用一行拒绝，--resume auto 会退回到 last.prev.pt。
+    """
+    for f in dataclasses.fields(Progress):
+        # 缺少的计数由 restore 报告为“不符”
+        if f.name not in ckpt:
+            continue
+        value = ckpt[f.name]
+        if f.type is int:
+            fits = type(value) is int and value >= 0
+            want = "不小于 0 的整数"
+        else:
+            fits = type(value) in (int, float) and not math.isnan(value)
+            want = "数字"
+        if not fits:
+            msg = "{} 的进度记录已损坏：{} 必须是{}，而不是 {!r}"
+            raise CheckpointError(msg.format(path, f.name, want, value))
+    return ckpt
+
+
+def check_finite(model: nn.Module, path: str | Path) -> nn.Module:
+    """含 inf 或 nan 的权重会悄无声息地给出无意义的预测：用一行拒绝。"""
+    if not all_finite(model.state_dict()):
+        msg = "{} 的权重中有 inf 或 nan，用它预测没有意义（请用更早的检查点）"
+        raise CheckpointError(msg.format(path))
+    return model
 
 
 def weights_of(ckpt: dict, path: str | Path) -> dict:
@@ -173,7 +277,7 @@ def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]
     cfg, meta = checkpoint_config(ckpt, path)
     model = build_model(cfg)
     load_model_state(model, model_weights(ckpt, raw))
-    return model, cfg, meta
+    return check_finite(model, path), cfg, meta
 
 
 def safetensors_torch():
@@ -190,12 +294,24 @@ def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
     """导出的模型、它的配置和数据信息：build_model 加上 safetensors 文件，
     输出与检查点完全相同。
     """
+    if not (folder / "config.json").is_file():
+        msg = (
+            "{} 是一个没有 config.json 的文件夹，不是导出文件夹："
+            "请给出检查点文件（例如 checkpoints/best.pt）或 export 写出的文件夹"
+        )
+        raise CheckpointError(msg.format(folder))
     load_model = safetensors_torch().load_model
     try:
-        cfg = Config(**json.loads((folder / "config.json").read_text()))
+        saved = {
+            "config": json.loads((folder / "config.json").read_text(encoding="utf-8")),
+            "data": json.loads((folder / "data.json").read_text(encoding="utf-8")),
+        }
+        cfg, meta = checkpoint_config(saved, folder)
         model = build_model(cfg)
         load_model(model, str(folder / "model.safetensors"))
-        return model, cfg, json.loads((folder / "data.json").read_text())
+        return check_finite(model, folder), cfg, meta
+    except CheckpointError:
+        raise
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         msg = "{} 不是导出文件夹（{}）"
@@ -289,7 +405,7 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")
     if cfg.resume != "none":
-        return load_checkpoint(cfg.resume)
+        return check_progress(load_checkpoint(cfg.resume), cfg.resume)
     held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
     if any(p.exists() for p in held) and not cfg.overwrite:
         msg = "{} 里已有一次训练：用 --resume auto 接着训练，或用 --overwrite 覆盖它"

@@ -35,10 +35,16 @@ def main(argv: list[str] | None = None) -> None:
         help="使用训练得到的原始权重，而不是它们的移动平均（EMA）",
     )
     args = parser.parse_args(argv)
+    msg = "错误：{}"
+    out = Path(args.out)
+    if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
+        # -o 指定的是文件夹：那里（或路径上）已有的文件是命令写错了
+        error = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
+        print(msg.format(error.format(out)), file=sys.stderr)
+        sys.exit(2)
     try:
-        export(args.checkpoint, Path(args.out), args.raw_weights)
-    except CheckpointError as e:
-        msg = "错误：{}"
+        export(args.checkpoint, out, args.raw_weights)
+    except (CheckpointError, OSError) as e:
         print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     wrote = "已写出 {}/model.safetensors、config.json 和 data.json"

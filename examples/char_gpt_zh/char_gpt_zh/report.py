@@ -29,19 +29,24 @@ def read_run(folder: Path) -> dict:
         print(msg.format(folder), file=sys.stderr)
         sys.exit(2)
     events = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    # 按行读取字节：不是 UTF-8 的行和不是 JSON 的行一样算损坏，其他行照常统计
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
         try:
-            event = json.loads(line)
+            event = json.loads(line.decode("utf-8"))
             events.append({"split": event["split"], "step": event["step"], **event})
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             msg = "注意：{}:{} 已损坏，跳过"
             print(msg.format(path, number), file=sys.stderr)
-    config = {}
-    if (folder / "config.toml").is_file():
-        config = tomllib.loads((folder / "config.toml").read_text())
-    status = "running"
-    if (folder / "summary.json").is_file():
-        status = json.loads((folder / "summary.json").read_text())["status"]
+    config, status = {}, "running"
+    # config.toml 或 summary.json 损坏时，它们填写的列留空
+    try:
+        if (folder / "config.toml").is_file():
+            config = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
+        if (folder / "summary.json").is_file():
+            summary = (folder / "summary.json").read_text(encoding="utf-8")
+            status = str(json.loads(summary)["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     return {"folder": folder, "events": events, "config": config, "status": status}
 
 
@@ -117,6 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="训练文件夹（out_dir）")
     parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
     args = parser.parse_args(argv)
+    if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
+        # -o 指定的是文件夹：那里（或路径上）已有的文件是命令写错了
+        error = "错误：{}"
+        msg = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
+        print(error.format(msg.format(args.out)), file=sys.stderr)
+        sys.exit(2)
     runs = [read_run(folder) for folder in args.runs]
     # 用目录名标注每次运行；两个目录同名时改用路径。
     labels = [run["folder"].name for run in runs]

@@ -8,7 +8,7 @@ import sys
 import torch
 
 from char_gpt_zh.checkpoint import CheckpointError, load_trained
-from char_gpt_zh.config import ConfigError, Parser, flag_type
+from char_gpt_zh.config import Config, ConfigError, Parser, flag_type
 from char_gpt_zh.prepare import DataError, load_tokenizer
 from char_gpt_zh.train import pick_device
 
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         msg = "--seed 必须在 [0, 2**32) 之间，而不是 {}"
         refuse(msg.format(args.seed), 2)
     try:
+        # 与 train 的 Config 相同的设备检查：一行错误，退出码 2
+        Config(device=args.device)
         device = pick_device(args.device)
     except ConfigError as e:
         refuse(str(e), 2)

@@ -33,10 +33,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a .pt checkpoint")
     parser.add_argument("-o", "--out", required=True, help="the folder to write")
     args = parser.parse_args(argv)
+    msg = "error: {}"
+    out = Path(args.out)
+    if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
+        # -o names a folder: an existing file there (or on the way to it) is a mistake
+        # in the command
+        error = "{} is an existing file, not a folder: -o names the folder to write"
+        print(msg.format(error.format(out)), file=sys.stderr)
+        sys.exit(2)
     try:
-        export(args.checkpoint, Path(args.out))
-    except CheckpointError as e:
-        msg = "error: {}"
+        export(args.checkpoint, out)
+    except (CheckpointError, OSError) as e:
         print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     wrote = "wrote {}/model.safetensors, config.json and data.json"

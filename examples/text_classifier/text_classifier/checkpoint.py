@@ -6,6 +6,8 @@ import math
 import os
 import random
 import sys
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,11 @@ def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> Non
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
-            os.replace(path, previous(path))
+            try:
+                os.replace(path, previous(path))
+            except FileNotFoundError:
+                # another process moved last.pt away first: nothing to keep
+                pass
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -73,20 +79,53 @@ def previous(path: Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint of plain tensors and Python values onto the CPU."""
     try:
-        # weights_only=True restores only tensors and basic Python types, so a malicious
-        # file has far less to work with than with a full unpickler.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol before refusing a file: the refusal
+            # below says it in one line
+            warnings.simplefilter("ignore", UserWarning)
+            # weights_only=True restores only tensors and basic Python types, so a
+            # malicious file has far less to work with than with a full unpickler.
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except Exception as e:
-        # one line: torch's explanation of a refused pickle runs to a dozen
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = why_unreadable(path, e)
         text = "{path} is not a readable checkpoint ({reason})"
         raise CheckpointError(text.format(path=path, reason=reason)) from None
     if not isinstance(state, dict):
         text = "{path} holds a {kind}, not a checkpoint dict"
         raise CheckpointError(text.format(path=path, kind=type(state).__name__))
     return state
+
+
+def why_unreadable(path: str | Path, error: Exception) -> str:
+    """Why a file cannot be loaded, in words a user understands: empty, a plain
+    pickle, not a torch file, truncated, or refused by weights_only.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if not head:
+        return "the file is empty"
+    # a pickle starts with its protocol byte; torch.save writes a zip file
+    if head[:1] == b"\x80":
+        return "a plain pickle, not a checkpoint saved by torch.save"
+    if head != b"PK\x03\x04":
+        return "not a torch checkpoint: torch.save writes a zip file"
+    if not is_zip:
+        return "the file is truncated: it ends before its zip index"
+    text = str(error).strip()
+    if "weights_only" in text:
+        # torch's refusal is a paragraph: keep only the line that names what was refused
+        found = [line for line in text.splitlines() if "WeightsUnpickler" in line]
+        cause = found[0].split(":", 1)[1].strip() if found else text.split(". ")[0]
+        refused = "not a checkpoint saved by this project: weights_only refused it: {}"
+        return refused.format(cause)
+    # one line: torch's explanation of a refused pickle runs to a dozen
+    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
 
 
 def rng_state() -> dict:
@@ -112,7 +151,7 @@ def latest_checkpoint(path: Path) -> dict | None:
     for candidate in (path, previous(path)):
         if candidate.exists():
             try:
-                return load_checkpoint(candidate)
+                return check_progress(load_checkpoint(candidate), candidate)
             except CheckpointError as e:
                 msg = "warning: {}"
                 print(msg.format(e), file=sys.stderr)
@@ -124,7 +163,7 @@ def latest_checkpoint(path: Path) -> dict | None:
             "{where}: {names} cannot be loaded and there is no readable fallback; "
             "nothing was changed (--resume PATH picks a file)"
         )
-        names = "and".join(damaged)
+        names = " and ".join(damaged)
         raise CheckpointError(msg.format(where=path.parent, names=names))
     return None
 
@@ -136,11 +175,91 @@ def checkpoint_config(ckpt: dict, path: str) -> tuple[Config, dict]:
     if not isinstance(ckpt.get("config"), dict) or "data" not in ckpt:
         msg = "{} has no config or data: weights only, not a run"
         raise CheckpointError(msg.format(path))
+    saved = ckpt["config"]
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(str(k) for k in saved if k not in known)
+    if unknown:
+        msg = (
+            "{} comes from another project: its config has fields this project does "
+            "not know: {}"
+        )
+        raise CheckpointError(msg.format(path, ", ".join(unknown[:5])))
     try:
-        return Config(**ckpt["config"]), ckpt["data"]
-    except (TypeError, ConfigError) as e:
+        cfg = Config(**saved)
+    except ConfigError as e:
         msg = "{} is of another model: {}"
         raise CheckpointError(msg.format(path, e)) from None
+    except (TypeError, ValueError):
+        msg = "{} has a damaged config record: a value of the wrong type"
+        raise CheckpointError(msg.format(path)) from None
+    check_data(ckpt["data"], cfg, path)
+    return cfg, ckpt["data"]
+
+
+def numbers(value, length: int) -> bool:
+    """A list of `length` numbers."""
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, (int, float)) for v in value)
+    )
+
+
+def check_data(meta, cfg: Config, path: str | Path) -> None:
+    """What predict, sample and export read from the checkpoint's data facts is there
+    and of the right kind; a single class, or a list that does not match the
+    model, is refused in one line.
+    """
+    needs = {
+        "vocab": lambda v: isinstance(v, list) and len(v) >= 1,
+        "classes": lambda v: isinstance(v, list) and len(v) == cfg.num_classes >= 2,
+    }
+    if isinstance(meta, dict) and "tokenizer_json" in meta:
+        # a BPE tokenizer is stored as its JSON, not as a vocabulary list
+        del needs["vocab"]
+        needs["tokenizer_json"] = lambda v: isinstance(v, str)
+    for key, fits in needs.items():
+        if not isinstance(meta, dict) or key not in meta or not fits(meta[key]):
+            msg = (
+                "{} lacks what predict and export need: data[{!r}] is missing or does "
+                "not match the model"
+            )
+            raise CheckpointError(msg.format(path, key))
+
+
+def check_progress(ckpt: dict, path: str | Path) -> dict:
+    """The counters a resumed run continues from are whole numbers (best_val_loss a
+    number): a damaged or hand-edited checkpoint is refused in one line, and
+    --resume auto falls back to last.prev.pt.
+    """
+    for f in dataclasses.fields(Progress):
+        # a missing counter is restore's 'does not fit'
+        if f.name not in ckpt:
+            continue
+        value = ckpt[f.name]
+        if f.type is int:
+            fits = type(value) is int and value >= 0
+            want = "a whole number >= 0"
+        else:
+            fits = type(value) in (int, float) and not math.isnan(value)
+            want = "a number"
+        if not fits:
+            msg = "{} has a damaged progress record: {} must be {}, got {!r}"
+            raise CheckpointError(msg.format(path, f.name, want, value))
+    return ckpt
+
+
+def check_finite(model: nn.Module, path: str | Path) -> nn.Module:
+    """Weights with inf or nan would predict nonsense without a word: refused in one
+    line.
+    """
+    if not all_finite(model.state_dict()):
+        msg = (
+            "{} holds inf or nan weights; its predictions would be meaningless (use an "
+            "earlier checkpoint)"
+        )
+        raise CheckpointError(msg.format(path))
+    return model
 
 
 def weights_of(ckpt: dict, path: str | Path) -> dict:
@@ -166,7 +285,7 @@ def load_trained(path: str, raw: bool = False) -> tuple[nn.Module, Config, dict]
     cfg, meta = checkpoint_config(ckpt, path)
     model = build_model(cfg)
     load_model_state(model, ckpt["model"])
-    return model, cfg, meta
+    return check_finite(model, path), cfg, meta
 
 
 def safetensors_torch():
@@ -185,12 +304,25 @@ def load_export(folder: Path) -> tuple[nn.Module, Config, dict]:
     """The exported model, its config and its data facts: build_model plus the
     safetensors file reproduce the checkpoint's outputs exactly.
     """
+    if not (folder / "config.json").is_file():
+        msg = (
+            "{} is a folder without config.json, not an export folder: give a "
+            "checkpoint file (such as checkpoints/best.pt) or a folder written by "
+            "export"
+        )
+        raise CheckpointError(msg.format(folder))
     load_model = safetensors_torch().load_model
     try:
-        cfg = Config(**json.loads((folder / "config.json").read_text()))
+        saved = {
+            "config": json.loads((folder / "config.json").read_text(encoding="utf-8")),
+            "data": json.loads((folder / "data.json").read_text(encoding="utf-8")),
+        }
+        cfg, meta = checkpoint_config(saved, folder)
         model = build_model(cfg)
         load_model(model, str(folder / "model.safetensors"))
-        return model, cfg, json.loads((folder / "data.json").read_text())
+        return check_finite(model, folder), cfg, meta
+    except CheckpointError:
+        raise
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         msg = "{} is not an export folder ({})"
@@ -214,8 +346,8 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
             ("shapes differ (checkpoint vs model): {}", reshaped),
         ]
         parts = [text.format(keys[:5]) for text, keys in texts if keys]
-        msg = "the checkpoint was made for a different model config:"
-        raise CheckpointError(msg + ";".join(parts))
+        msg = "the checkpoint was made for a different model config: "
+        raise CheckpointError(msg + "; ".join(parts))
     model.load_state_dict(state)
 
 
@@ -274,7 +406,7 @@ def restore(ckpt: dict, parts: dict, rank: int, world: int) -> Progress:
     resumed = "resumed from step {step} (epoch {epoch})"
     resumed = resumed.format(step=progress.step, epoch=progress.epoch)
     if saved_world != world:
-        other = "on {world} ranks, saved on {saved}; new dropout streams"
+        other = " on {world} ranks, saved on {saved}; new dropout streams"
         resumed += other.format(world=world, saved=saved_world)
     if rank == 0:
         print(resumed, file=sys.stderr)
@@ -291,7 +423,7 @@ def resume_from(cfg: Config, out_dir: Path) -> dict | None:
     if cfg.resume == "auto":
         return latest_checkpoint(out_dir / "checkpoints/last.pt")
     if cfg.resume != "none":
-        return load_checkpoint(cfg.resume)
+        return check_progress(load_checkpoint(cfg.resume), cfg.resume)
     held = [out_dir / "metrics.jsonl", out_dir / "checkpoints/last.pt"]
     if any(p.exists() for p in held) and not cfg.overwrite:
         msg = (

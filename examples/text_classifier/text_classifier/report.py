@@ -30,19 +30,25 @@ def read_run(folder: Path) -> dict:
         print(msg.format(folder), file=sys.stderr)
         sys.exit(2)
     events = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    # bytes per line: a line that is not UTF-8 is damaged like one that is not JSON, and
+    # the others still count
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
         try:
-            event = json.loads(line)
+            event = json.loads(line.decode("utf-8"))
             events.append({"split": event["split"], "step": event["step"], **event})
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             msg = "note: {}:{} is damaged; skipped"
             print(msg.format(path, number), file=sys.stderr)
-    config = {}
-    if (folder / "config.toml").is_file():
-        config = tomllib.loads((folder / "config.toml").read_text())
-    status = "running"
-    if (folder / "summary.json").is_file():
-        status = json.loads((folder / "summary.json").read_text())["status"]
+    config, status = {}, "running"
+    # a damaged config.toml or summary.json leaves the columns they fill empty
+    try:
+        if (folder / "config.toml").is_file():
+            config = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
+        if (folder / "summary.json").is_file():
+            summary = (folder / "summary.json").read_text(encoding="utf-8")
+            status = str(json.loads(summary)["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     return {"folder": folder, "events": events, "config": config, "status": status}
 
 
@@ -120,6 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir)")
     parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
     args = parser.parse_args(argv)
+    if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
+        # -o names a folder: an existing file there (or on the way to it) is a mistake
+        # in the command
+        error = "error: {}"
+        msg = "{} is an existing file, not a folder: -o names the folder to write"
+        print(error.format(msg.format(args.out)), file=sys.stderr)
+        sys.exit(2)
     runs = [read_run(folder) for folder in args.runs]
     # Label runs by folder name, or by path when two names collide.
     labels = [run["folder"].name for run in runs]
