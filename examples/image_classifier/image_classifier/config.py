@@ -34,6 +34,7 @@ RANGES = {
     "dist_timeout": (">= 1", lambda v: v >= 1),
     "max_steps": (">= 0", lambda v: v >= 0),
     "weight_decay": (">= 0", lambda v: v >= 0),
+    "keep_last": (">= 0", lambda v: v >= 0),
     "grad_clip": (">= 0", lambda v: v >= 0),
     "min_lr": (">= 0", lambda v: v >= 0),
     "lr": ("> 0", lambda v: v > 0),
