@@ -274,12 +274,12 @@ def test_foreign_and_configless_checkpoints(projects, trained, tmp_path):
     torch.save({"step": 3}, tmp_path / "nothing.pt")
     with open_project(projects, "gpt") as p:
         code, err = run(p, "sample", ["--checkpoint", str(trained["mlp"])])
-        assert_one_line(code, err, 1, "is of another model")
+        assert_one_line(code, err, 1, "comes from another project")
         code, err = run(p, "sample", ["--checkpoint", str(tmp_path / "weights.pt")])
         assert_one_line(code, err, 1, "weights.pt has no config")
     with open_project(projects, "mlp") as p:
         for name, needle in (
-            (str(trained["gpt"]), "is of another model"),
+            (str(trained["gpt"]), "comes from another project"),
             (str(tmp_path / "noconf.pt"), "noconf.pt has no config"),
             (str(tmp_path / "nothing.pt"), "nothing.pt holds no model weights"),
         ):

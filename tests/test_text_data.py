@@ -363,3 +363,19 @@ def test_bpe_gpt_beats_the_unigram_entropy(projects, tmp_path):
     val = [e for e in events(tmp_path / "r") if e["split"] == "val"]
     print(f"unigram entropy {entropy:.3f} nats, val loss {val[-1]['loss']:.3f}")
     assert val[-1]["loss"] <= 0.9 * entropy
+
+
+def test_sample_without_a_prompt_works_on_a_corpus_without_newlines(projects, tmp_path):
+    """The default prompt is a new line; a corpus that never had one starts from the first
+    vocabulary entry instead of refusing a prompt the user never gave."""
+    text = tmp_path / "one_line.txt"
+    text.write_text("abcab cabca bcabc " * 40, encoding="utf-8")
+    out = tmp_path / "run"
+    with ProjectImport(*projects["gpt"]) as p:
+        argv = ["--data-path", str(text), "--out-dir", str(out), "--max-steps", "2"]
+        assert run(p, "train", argv + TINY)[0] == 0
+        ckpt = str(out / "checkpoints/last.pt")
+        code, err = run(p, "sample", ["--checkpoint", ckpt, "--max-new-tokens", "5"])
+        assert code == 0 and not err, err
+        bad = ["--checkpoint", ckpt, "--prompt", "xyz"]
+        assert_one_line(*run(p, "sample", bad), 2, "outside the vocabulary")

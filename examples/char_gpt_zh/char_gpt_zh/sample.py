@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default="runs/default/checkpoints/best.pt")
     parser.add_argument(
         "--prompt",
-        default="\n",
-        help="要续写的文本；留空则从词表的第一项开始",
+        default=None,
+        help="要续写的文本（默认：换行符）；留空则从词表的第一项开始",
     )
     parser.add_argument("--max-new-tokens", type=flag_type(int), default=200)
     parser.add_argument(
@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     except (CheckpointError, DataError) as e:
         refuse(str(e), 1)
     try:
-        ids = list(tokenizer.encode(args.prompt))
+        ids = list(tokenizer.encode("\n" if args.prompt is None else args.prompt))
     except DataError as e:
-        msg = "提示词中有{}"
-        refuse(msg.format(e), 2)
+        if args.prompt is not None:
+            msg = "提示词中有{}"
+            refuse(msg.format(e), 2)
+        # 不给 --prompt 时从一个换行符开始；语料中没有换行符时，从词表的第一项开始。
+        ids = []
     torch.manual_seed(args.seed)
     model.to(device).eval()
     # 提示为空时，从词表里的第一个字符开始生成（多数文本里是换行符），
