@@ -216,3 +216,4 @@ def test_a_resume_at_or_past_max_steps_stops_at_once(tmp_path, capsys):
             assert "nothing to train" in said and "--max-steps" in said, said
         ckpt = p.module("checkpoint").load_checkpoint(out / "checkpoints/last.pt")
     assert ckpt["step"] == 4 and (out / "metrics.jsonl").read_text() == before
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"

@@ -465,3 +465,18 @@ def test_fuzz_text_and_npz_files(projects, data):
         train_outcome(p, data, ".tsv", ["--batch-size", "1", "--d-model", "8"])
     with open_project(projects, "cnn") as p:
         train_outcome(p, data, ".npz", ["--batch-size", "1", "--channels", "2"])
+
+
+def test_regression_predict_names_a_bad_target_cell(projects, tmp_path):
+    """predict on a labelled CSV reports RMSE; a target cell that is not a number is the
+    same one line as in training, not a ValueError."""
+    data = tmp_path / "reg.csv"
+    data.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i / 2}\n" for i in range(32)))
+    with open_project(projects, "mlpreg") as p:
+        argv = ["--data-path", str(data), "--out-dir", str(tmp_path / "run")]
+        assert run(p, "train", argv + ["--batch-size", "8"] + TINY)[0] == 0
+        ckpt = str(tmp_path / "run/checkpoints/last.pt")
+        assert run(p, "predict", ["--checkpoint", ckpt, "--data-path", str(data)])[0] == 0
+        data.write_text("a,b,label\n1,2,3\n4,5,\n")
+        argv = ["--checkpoint", ckpt, "--data-path", str(data)]
+        assert_one_line(*run(p, "predict", argv), 1, "reg.csv:3", "column 'label'")

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     # 空的 --out 会把分片写进当前目录；目录里已有的分片来自之前的语料，
     # 是否替换应由用户决定。
-    if not args.out.strip() or (out.exists() and not out.is_dir()):
+    if not args.out.strip() or any(p.is_file() for p in (out, *out.parents)):
         msg = "错误：--out 必须是一个目录，而不是 {!r}"
         parser.stop(msg.format(args.out))
     if (out / "meta.json").exists() and not args.overwrite:

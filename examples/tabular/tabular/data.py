@@ -127,7 +127,7 @@ def synthetic(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
-def _number(path: str, line: int, column: str, text: str) -> float:
+def number(path: str, line: int, column: str, text: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -135,7 +135,7 @@ def _number(path: str, line: int, column: str, text: str) -> float:
     # float() accepts "nan" and "inf", and 1e39 is finite only in float64, not in the
     # float32 tensors: any of them would make the loss nan at the first step.
     if not abs(value) <= FLOAT32_MAX:
-        msg = "{}:{}: column {!r} is not a finite number: {!r}"
+        msg = "{}:{}: column {!r} is not a finite float32 number: {!r}"
         raise DataError(msg.format(path, line, column, text))
     return value
 
@@ -189,7 +189,7 @@ def read_csv(
         msg = "{}:{}: the target {!r} is empty"
         raise DataError(msg.format(path, empty[0], target))
     x = [
-        [_number(path, line, c, row[c]) for c in features]
+        [number(path, line, c, row[c]) for c in features]
         for line, row in enumerate(rows, start=2)
     ]
     return features, torch.tensor(x), labels

@@ -69,7 +69,7 @@ class MetricsLog:
     def close(self, step: int) -> None:
         if self.enabled:
             self.bar.close()
-            self.run.write(step, "finished" if step == self.total else "stopped")
+            self.run.write(step, "finished" if step >= self.total else "stopped")
 
 
 def read_events(path: Path) -> list[dict]:
