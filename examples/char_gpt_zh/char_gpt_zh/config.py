@@ -9,6 +9,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -258,6 +259,18 @@ def flag_type(kind: type):
             raise argparse.ArgumentTypeError(NOT_A[kind].format(text)) from None
 
     return parse
+
+
+def out_folder(text: str) -> Path:
+    """命令行给出的输出文件夹：名字为空、或路径上有已存在的文件，都是命令写错了，由
+    argparse 用一行拒绝。
+    """
+    path = Path(text)
+    on_the_way = (path, *path.parents)
+    if not text.strip() or any(p.exists() and not p.is_dir() for p in on_the_way):
+        msg = "{!r} 不能作为要写入的文件夹：它为空，或路径上有已存在的文件"
+        raise argparse.ArgumentTypeError(msg.format(text))
+    return path
 
 
 def load_config(argv: list[str] | None = None) -> Config:

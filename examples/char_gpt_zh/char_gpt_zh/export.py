@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from char_gpt_zh.checkpoint import CheckpointError, load_trained, safetensors_torch
-from char_gpt_zh.config import Parser
+from char_gpt_zh.config import Parser, out_folder
 
 
 def export(checkpoint: str, out: Path, raw: bool = False) -> None:
@@ -28,23 +28,19 @@ def main(argv: list[str] | None = None) -> None:
         description="把检查点中的模型导出为 safetensors，并附上配置。",
     )
     parser.add_argument("checkpoint", help="一个 .pt 检查点")
-    parser.add_argument("-o", "--out", required=True, help="要写入的目录")
+    parser.add_argument(
+        "-o", "--out", type=out_folder, required=True, help="要写入的目录"
+    )
     parser.add_argument(
         "--raw-weights",
         action="store_true",
         help="使用训练得到的原始权重，而不是它们的移动平均（EMA）",
     )
     args = parser.parse_args(argv)
-    msg = "错误：{}"
-    out = Path(args.out)
-    if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
-        # -o 指定的是文件夹：那里（或路径上）已有的文件是命令写错了
-        error = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
-        print(msg.format(error.format(out)), file=sys.stderr)
-        sys.exit(2)
     try:
-        export(args.checkpoint, out, args.raw_weights)
+        export(args.checkpoint, args.out, args.raw_weights)
     except (CheckpointError, OSError) as e:
+        msg = "错误：{}"
         print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     wrote = "已写出 {}/model.safetensors、config.json 和 data.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from char_gpt_zh.config import Parser, flag_type
+from char_gpt_zh.config import Parser, flag_type, out_folder
 
 # 每次读取的字节数：无论语料多大，内存占用都保持不变
 BLOCK = 1 << 22
@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--out",
+        type=out_folder,
         required=True,
         help="写出 train.bin、val.bin、meta.json（以及 tokenizer.json）的目录",
     )
@@ -333,12 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         help="替换 --out 中已有的分片",
     )
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    # 空的 --out 会把分片写进当前目录；目录里已有的分片来自之前的语料，
-    # 是否替换应由用户决定。
-    if not args.out.strip() or any(p.is_file() for p in (out, *out.parents)):
-        msg = "错误：--out 必须是一个目录，而不是 {!r}"
-        parser.stop(msg.format(args.out))
+    out = args.out
+    # --out 中已有的分片来自之前的语料，是否替换应由用户决定。
     if (out / "meta.json").exists() and not args.overwrite:
         msg = "错误：{} 中已有词元分片：用 --overwrite 替换它们，或换一个 --out"
         parser.stop(msg.format(args.out))

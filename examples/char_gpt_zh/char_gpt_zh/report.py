@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from char_gpt_zh.config import Parser
+from char_gpt_zh.config import Parser, out_folder
 
 # 每项一张图：画出其中每个（数据划分，指标）的曲线，每次运行一种颜色；
 # 项目没有记录的指标不画。
@@ -120,14 +120,8 @@ def table(runs: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(description="比较多次训练：画图并写出 report.md。")
     parser.add_argument("runs", nargs="+", type=Path, help="训练文件夹（out_dir）")
-    parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
+    parser.add_argument("-o", "--out", type=out_folder, default=Path("runs/report"))
     args = parser.parse_args(argv)
-    if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
-        # -o 指定的是文件夹：那里（或路径上）已有的文件是命令写错了
-        error = "错误：{}"
-        msg = "{} 是已存在的文件，不是文件夹：-o 应指定要写入的文件夹"
-        print(error.format(msg.format(args.out)), file=sys.stderr)
-        sys.exit(2)
     runs = [read_run(folder) for folder in args.runs]
     # 用目录名标注每次运行；两个目录同名时改用路径。
     labels = [run["folder"].name for run in runs]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from image_classifier.checkpoint import CheckpointError, load_trained, safetensors_torch
-from image_classifier.config import Parser
+from image_classifier.config import Parser, out_folder
 
 
 def export(checkpoint: str, out: Path, raw: bool = False) -> None:
@@ -34,19 +34,14 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint",
         help="a step folder, checkpoints/ or its latest file, or a .pt file",
     )
-    parser.add_argument("-o", "--out", required=True, help="the folder to write")
+    parser.add_argument(
+        "-o", "--out", type=out_folder, required=True, help="the folder to write"
+    )
     args = parser.parse_args(argv)
-    msg = "error: {}"
-    out = Path(args.out)
-    if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
-        # -o names a folder: an existing file there (or on the way to it) is a mistake
-        # in the command
-        error = "{} is an existing file, not a folder: -o names the folder to write"
-        print(msg.format(error.format(out)), file=sys.stderr)
-        sys.exit(2)
     try:
-        export(args.checkpoint, out)
+        export(args.checkpoint, args.out)
     except (CheckpointError, OSError) as e:
+        msg = "error: {}"
         print(msg.format(e), file=sys.stderr)
         sys.exit(1)
     wrote = "wrote {}/model.safetensors, config.json and data.json"

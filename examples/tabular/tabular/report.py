@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tabular.config import Parser
+from tabular.config import Parser, out_folder
 
 # One plot per entry: its (split, metric) curves, one color per run; metrics a project
 # does not log are left out.
@@ -124,15 +124,8 @@ def table(runs: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(description="Compare runs: plots and report.md.")
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (out_dir)")
-    parser.add_argument("-o", "--out", type=Path, default=Path("runs/report"))
+    parser.add_argument("-o", "--out", type=out_folder, default=Path("runs/report"))
     args = parser.parse_args(argv)
-    if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
-        # -o names a folder: an existing file there (or on the way to it) is a mistake
-        # in the command
-        error = "error: {}"
-        msg = "{} is an existing file, not a folder: -o names the folder to write"
-        print(error.format(msg.format(args.out)), file=sys.stderr)
-        sys.exit(2)
     runs = [read_run(folder) for folder in args.runs]
     # Label runs by folder name, or by path when two names collide.
     labels = [run["folder"].name for run in runs]

@@ -9,6 +9,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -259,6 +260,22 @@ def flag_type(kind: type):
             raise argparse.ArgumentTypeError(NOT_A[kind].format(text)) from None
 
     return parse
+
+
+def out_folder(text: str) -> Path:
+    """An output folder given on the command line: an empty name, or an existing file
+    on the way to it, is a mistake in the command, refused in one line by
+    argparse.
+    """
+    path = Path(text)
+    on_the_way = (path, *path.parents)
+    if not text.strip() or any(p.exists() and not p.is_dir() for p in on_the_way):
+        msg = (
+            "{!r} cannot be a folder to write: it is empty, or an existing file is on "
+            "the way"
+        )
+        raise argparse.ArgumentTypeError(msg.format(text))
+    return path
 
 
 def load_config(argv: list[str] | None = None) -> Config:
